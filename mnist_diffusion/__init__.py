@@ -1,0 +1,19 @@
+"""mnist-diffusion: small text- and class-conditioned diffusion models for MNIST-family images, the diffusers way."""
+
+from .models import MnistUNet2DConditionModel
+from .pipelines import DenoisingTrajectory, MnistDiffusionPipeline, MnistDiffusionPipelineOutput
+from .schedulers import MnistDDPMScheduler
+from .text_encoding import build_caption_tokenizer, build_text_encoder, build_text_encoder_config
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DenoisingTrajectory",
+    "MnistDDPMScheduler",
+    "MnistDiffusionPipeline",
+    "MnistDiffusionPipelineOutput",
+    "MnistUNet2DConditionModel",
+    "build_caption_tokenizer",
+    "build_text_encoder",
+    "build_text_encoder_config",
+]
