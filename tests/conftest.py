@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny components built in code under `torch.manual_seed(0)`; nothing is downloaded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnist_diffusion import (
+    MnistDDPMScheduler,
+    MnistDiffusionPipeline,
+    MnistUNet2DConditionModel,
+    build_caption_tokenizer,
+    build_text_encoder,
+)
+
+DIGIT_NAMES = {str(i): str(i) for i in range(10)}
+
+
+def make_tiny_unet(cross_attention_dim: int | None = 32, num_class_embeds: int | None = 11, sample_size: int = 8):
+    """A two-level MnistUNet2DConditionModel small enough for tests that run in seconds."""
+    torch.manual_seed(0)
+    return MnistUNet2DConditionModel(
+        sample_size=sample_size,
+        block_out_channels=(16, 32),
+        attention_levels=(False, True),
+        attention_head_dim=16,
+        cross_attention_dim=cross_attention_dim,
+        num_class_embeds=num_class_embeds,
+    )
+
+
+def make_tiny_pipeline(text: bool = True, classes: bool = True) -> MnistDiffusionPipeline:
+    """A tiny pipeline with text and/or class conditioning, 8x8 images, progress bar off."""
+    torch.manual_seed(0)
+    tokenizer = build_caption_tokenizer() if text else None
+    text_encoder = build_text_encoder(tokenizer, hidden_size=32, intermediate_size=64) if text else None
+    unet = make_tiny_unet(cross_attention_dim=32 if text else None, num_class_embeds=11 if classes else None)
+    pipe = MnistDiffusionPipeline(
+        unet=unet,
+        scheduler=MnistDDPMScheduler(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        id2label=DIGIT_NAMES if classes else None,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def tiny_pipeline() -> MnistDiffusionPipeline:
+    return make_tiny_pipeline()
