@@ -138,7 +138,9 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         """
         if self.num_classes == 0:
             raise ValueError("`class_labels` were given but this pipeline's UNet has no class conditioning.")
-        labels = [class_labels] if isinstance(class_labels, (int, str, np.integer)) else list(class_labels)
+        if isinstance(class_labels, (torch.Tensor, np.ndarray)):
+            class_labels = class_labels.tolist()
+        labels = list(class_labels) if isinstance(class_labels, (list, tuple)) else [class_labels]
         if not labels:
             raise ValueError("`class_labels` is empty; expected at least one label.")
         id2label = self.config.id2label or {}
@@ -346,8 +348,8 @@ class MnistDiffusionPipeline(DiffusionPipeline):
             [`MnistDiffusionPipelineOutput`] or `tuple`: with `return_dict=False`, `(images,)`, or
             `(images, trajectory)` when `return_trajectory=True`.
         """
-        height = height or self.unet.config.sample_size
-        width = width or self.unet.config.sample_size
+        height = self.unet.config.sample_size if height is None else height
+        width = self.unet.config.sample_size if width is None else width
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
 
         # 1. Check inputs
@@ -428,7 +430,8 @@ class MnistDiffusionPipeline(DiffusionPipeline):
                     trajectory_latents.append(latents)
 
                 if callback_on_step_end is not None:
-                    callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                    tensors = {"latents": latents, "noise_pred": noise_pred}
+                    callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                     latents = callback_outputs.pop("latents", latents)
                 progress_bar.update()

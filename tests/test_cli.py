@@ -1,0 +1,51 @@
+"""Tests of the `mnist-diffusion` command line."""
+
+import subprocess
+import sys
+
+import PIL.Image
+import pytest
+from conftest import make_tiny_pipeline
+
+from mnist_diffusion.cli import load_pipeline, main
+
+
+@pytest.fixture
+def saved_pipeline(tmp_path):
+    make_tiny_pipeline().save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_generate_writes_a_grid(saved_pipeline, tmp_path):
+    output = tmp_path / "out" / "sevens.png"
+    argv = ["generate", "a thick 7", "--model", str(saved_pipeline), "-n", "5", "-o", str(output), "--steps", "2"]
+    assert main(argv + ["--class-label", "7", "--scheduler", "dpm", "--seed", "1"]) == 0
+    grid = PIL.Image.open(output)
+    assert grid.size == (3 * 8, 2 * 8)
+
+
+def test_load_pipeline_swaps_the_scheduler(saved_pipeline):
+    assert type(load_pipeline(str(saved_pipeline), "ddim").scheduler).__name__ == "DDIMScheduler"
+    with pytest.raises(ValueError, match="Unknown scheduler 'euler'"):
+        load_pipeline(str(saved_pipeline), "euler")
+
+
+def test_console_script_reports_bad_input(saved_pipeline, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_diffusion.cli",
+            "generate",
+            "--model",
+            str(saved_pipeline),
+            "--class-label",
+            "12",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "Class label 12 is out of range" in result.stderr
+    assert not (tmp_path / "samples.png").exists()

@@ -1,0 +1,109 @@
+"""Tests of MnistDDPMScheduler: DDPM compatibility, forward trajectory, SNR weights, swaps and round trips."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+from mnist_diffusion import MnistDDPMScheduler
+from mnist_diffusion.schedulers import predict_original_sample
+
+
+def test_is_a_ddpm_scheduler_with_digit_defaults():
+    scheduler = MnistDDPMScheduler()
+    assert isinstance(scheduler, DDPMScheduler)
+    assert scheduler.config.beta_schedule == "squaredcos_cap_v2"
+    assert scheduler.config.timestep_spacing == "trailing"
+    reference = DDPMScheduler(beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing")
+    assert torch.equal(scheduler.alphas_cumprod, reference.alphas_cumprod)
+    scheduler.set_timesteps(10)
+    reference.set_timesteps(10)
+    assert torch.equal(scheduler.timesteps, reference.timesteps)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    scheduler = MnistDDPMScheduler(prediction_type="v_prediction", num_train_timesteps=500)
+    scheduler.save_pretrained(tmp_path)
+    loaded = MnistDDPMScheduler.from_pretrained(tmp_path)
+    assert {k: v for k, v in loaded.config.items() if not k.startswith("_")} == {
+        k: v for k, v in scheduler.config.items() if not k.startswith("_")
+    }
+
+
+@pytest.mark.parametrize("other", [DDIMScheduler, DPMSolverMultistepScheduler, DDPMScheduler])
+def test_swaps_keep_the_schedule_both_ways(other):
+    scheduler = MnistDDPMScheduler(prediction_type="v_prediction")
+    swapped = other.from_config(scheduler.config)
+    assert swapped.config.beta_schedule == "squaredcos_cap_v2"
+    assert swapped.config.timestep_spacing == "trailing"
+    assert swapped.config.prediction_type == "v_prediction"
+    assert torch.allclose(swapped.alphas_cumprod, scheduler.alphas_cumprod)
+    back = MnistDDPMScheduler.from_config(swapped.config)
+    assert isinstance(back, MnistDDPMScheduler)
+    assert back.config.beta_schedule == "squaredcos_cap_v2" and back.config.prediction_type == "v_prediction"
+
+
+def test_forward_trajectory_shares_noise_and_matches_add_noise():
+    scheduler = MnistDDPMScheduler()
+    image = torch.rand(2, 1, 8, 8) * 2 - 1
+    noise = torch.randn_like(image)
+    frames = scheduler.forward_trajectory(image, timesteps=[-1, 0, 250, 999], noise=noise)
+    assert frames.shape == (4, 2, 1, 8, 8)
+    assert torch.equal(frames[0], image)
+    assert torch.allclose(frames[2], scheduler.add_noise(image, noise, torch.tensor([250, 250])))
+    # at the last timestep almost nothing of the image is left
+    assert torch.allclose(frames[3], noise, atol=1e-3)
+
+
+def test_forward_trajectory_is_reproducible_with_a_generator():
+    scheduler = MnistDDPMScheduler()
+    image = torch.zeros(1, 1, 8, 8)
+    a = scheduler.forward_trajectory(image, noise_fractions=[0.5], generator=torch.Generator().manual_seed(3))
+    b = scheduler.forward_trajectory(image, noise_fractions=[0.5], generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_noise_fractions_map_to_timesteps():
+    scheduler = MnistDDPMScheduler()
+    assert scheduler.timesteps_from_noise_fractions([0.0, 0.0001, 0.25, 1.0]).tolist() == [-1, 0, 249, 999]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        scheduler.timesteps_from_noise_fractions([1.5])
+
+
+def test_forward_trajectory_bad_input():
+    scheduler = MnistDDPMScheduler()
+    image = torch.zeros(1, 1, 8, 8)
+    with pytest.raises(ValueError, match="exactly one"):
+        scheduler.forward_trajectory(image)
+    with pytest.raises(ValueError, match="timesteps must lie"):
+        scheduler.forward_trajectory(image, timesteps=[1000])
+    with pytest.raises(ValueError, match="noise has shape"):
+        scheduler.forward_trajectory(image, timesteps=[3], noise=torch.zeros(2, 1, 8, 8))
+
+
+def test_snr_is_decreasing_and_min_snr_weights_follow_the_paper():
+    scheduler = MnistDDPMScheduler()
+    t = torch.tensor([0, 100, 500, 900, 999])
+    snr = scheduler.snr(t)
+    assert (snr[1:] < snr[:-1]).all()
+    gamma = 5.0
+    clamped = torch.clamp(snr, max=gamma)
+    assert torch.allclose(scheduler.min_snr_loss_weights(t, gamma, "epsilon"), clamped / snr)
+    assert torch.allclose(scheduler.min_snr_loss_weights(t, gamma, "v_prediction"), clamped / (snr + 1))
+    assert torch.allclose(scheduler.min_snr_loss_weights(t, gamma, "sample"), clamped)
+    with pytest.raises(ValueError, match="snr_gamma"):
+        scheduler.min_snr_loss_weights(t, 0)
+    with pytest.raises(ValueError, match="prediction_type"):
+        scheduler.min_snr_loss_weights(t, gamma, "flow")
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_training_target_and_predict_original_sample_invert_each_other(prediction_type):
+    scheduler = MnistDDPMScheduler(prediction_type=prediction_type)
+    x0 = torch.rand(3, 1, 8, 8) * 2 - 1
+    noise = torch.randn_like(x0)
+    t = torch.tensor([10, 400, 950])
+    xt = scheduler.add_noise(x0, noise, t)
+    target = scheduler.training_target(x0, noise, t)
+    assert torch.allclose(predict_original_sample(scheduler, xt, target, t), x0, atol=1e-3)
+    ddim = DDIMScheduler.from_config(scheduler.config)
+    assert torch.allclose(predict_original_sample(ddim, xt, target, t), x0, atol=1e-3)
