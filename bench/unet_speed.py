@@ -1,0 +1,93 @@
+"""Benchmark: training and inference images/s of MnistUNet2DConditionModel vs a stock UNet2DConditionModel on CPU."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from diffusers import UNet2DConditionModel
+
+from mnist_diffusion import MnistUNet2DConditionModel
+
+TEXT_DIM, TOKENS, CLASSES = 64, 16, 10
+
+
+def build_models() -> dict[str, torch.nn.Module]:
+    """Our default UNet and a stock UNet2DConditionModel with the same widths and attention levels."""
+    torch.manual_seed(0)
+    ours = MnistUNet2DConditionModel(cross_attention_dim=TEXT_DIM, num_class_embeds=CLASSES + 1)
+    stock = UNet2DConditionModel(
+        sample_size=28,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(32, 64, 128),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=32,
+        norm_num_groups=8,
+        num_class_embeds=CLASSES + 1,
+    )
+    return {"MnistUNet2DConditionModel": ours, "UNet2DConditionModel (stock)": stock}
+
+
+def make_batch(batch_size: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "sample": torch.randn(batch_size, 1, 28, 28, generator=generator),
+        "timestep": torch.randint(0, 1000, (batch_size,), generator=generator),
+        "encoder_hidden_states": torch.randn(batch_size, TOKENS, TEXT_DIM, generator=generator),
+        "class_labels": torch.randint(0, CLASSES + 1, (batch_size,), generator=generator),
+        "encoder_attention_mask": (torch.arange(TOKENS)[None] < 6).expand(batch_size, -1).long(),
+    }
+
+
+def images_per_second(step, batch_size: int, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return batch_size * repeats / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target laptop has 2 cores)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    batch = make_batch(args.batch_size)
+    print(f"batch {args.batch_size}, 28x28x1, text {TOKENS}x{TEXT_DIM} + class, {args.threads} threads, fp32")
+    print(f"{'model':32s} {'params':>10s} {'train img/s':>12s} {'infer img/s':>12s}")
+    results = {}
+    for name, model in build_models().items():
+        params = sum(p.numel() for p in model.parameters())
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        target = torch.randn_like(batch["sample"])
+
+        def train_step(model=model, optimizer=optimizer, target=target):
+            loss = torch.nn.functional.mse_loss(model(**batch).sample, target)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        def infer_step(model=model):
+            with torch.no_grad():
+                model(**batch)
+
+        model.train()
+        train = images_per_second(train_step, args.batch_size, warmup=1, repeats=args.repeats)
+        model.eval()
+        infer = images_per_second(infer_step, args.batch_size, warmup=1, repeats=args.repeats)
+        results[name] = (train, infer)
+        print(f"{name:32s} {params / 1e6:9.2f}M {train:12.1f} {infer:12.1f}")
+    (ours_train, ours_infer), (stock_train, stock_infer) = results.values()
+    print(f"speed-up: training {ours_train / stock_train:.2f}x, inference {ours_infer / stock_infer:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

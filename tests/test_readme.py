@@ -1,0 +1,25 @@
+"""The README's quickstart is `examples/quickstart.py`, and it runs as written."""
+
+import re
+import runpy
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def test_quickstart_file_is_the_readme_code():
+    example = (ROOT / "examples" / "quickstart.py").read_text()
+    assert readme_python_blocks()[0] in example
+
+
+def test_quickstart_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(ROOT / "examples" / "quickstart.py"), run_name="__main__")
+    assert (tmp_path / "seven.png").exists()
+    assert (tmp_path / "my-mnist-pipeline" / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    printed = capsys.readouterr().out
+    assert "torch.Size([20, 4, 1, 28, 28])" in printed and "torch.Size([5, 1, 1, 28, 28])" in printed
