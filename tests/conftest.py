@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datasets
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mnist_diffusion import (
     MnistDDPMScheduler,
@@ -14,6 +17,23 @@ from mnist_diffusion import (
 )
 
 DIGIT_NAMES = {str(i): str(i) for i in range(10)}
+
+
+def make_digit_dataset(num_samples: int = 48, num_classes: int = 4, seed: int = 0) -> datasets.Dataset:
+    """28x28 grayscale images of bars whose position depends on the label, with a `ClassLabel` column."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for i in range(num_samples):
+        label = i % num_classes
+        array = np.zeros((28, 28), dtype=np.uint8)
+        left = 4 + 5 * label
+        array[4:24, left : left + 2 + rng.integers(0, 3)] = 255
+        images.append(Image.fromarray(array, mode="L"))
+        labels.append(label)
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(num_classes)])}
+    )
+    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
 
 
 def make_tiny_unet(cross_attention_dim: int | None = 32, num_class_embeds: int | None = 11, sample_size: int = 8):
