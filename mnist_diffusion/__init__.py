@@ -1,5 +1,6 @@
 """mnist-diffusion: small text- and class-conditioned diffusion models for MNIST-family images, the diffusers way."""
 
+from .hub import push_checkpoint, push_pipeline_to_hub
 from .models import MnistUNet2DConditionModel
 from .pipelines import DenoisingTrajectory, MnistDiffusionPipeline, MnistDiffusionPipelineOutput
 from .schedulers import MnistDDPMScheduler
@@ -16,4 +17,6 @@ __all__ = [
     "build_caption_tokenizer",
     "build_text_encoder",
     "build_text_encoder_config",
+    "push_checkpoint",
+    "push_pipeline_to_hub",
 ]

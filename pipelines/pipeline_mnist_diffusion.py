@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,6 +17,9 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from mnist_diffusion.schedulers.scheduling_mnist_ddpm import predict_original_sample
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -108,6 +112,45 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
         self.register_to_config(id2label=id2label)
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False, do_normalize=True)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> MnistDiffusionPipeline:
+        r"""
+        Load a pipeline from a folder written by `save_pretrained` or from a Hub repo id, with this package's classes.
+
+        Repos pushed with [`~MnistDiffusionPipeline.push_to_hub`] also carry the pipeline's code for users without
+        this package (diffusers' community-components layout); diffusers' loader would run that uploaded copy (and
+        only with `trust_remote_code=True`), so such repos are built component by component with the installed
+        classes instead. Local `save_pretrained` folders load exactly as with `DiffusionPipeline.from_pretrained`.
+        See [`mnist_diffusion.hub.load_pipeline`] for the accepted arguments.
+
+        Example:
+
+        ```py
+        >>> pipe = MnistDiffusionPipeline.from_pretrained("user/mnist-diffusion")  # doctest: +SKIP
+        >>> pipe = MnistDiffusionPipeline.from_pretrained("outputs/mnist-text")  # doctest: +SKIP
+        ```
+        """
+        from mnist_diffusion.hub import load_pipeline
+
+        return load_pipeline(cls, pretrained_model_name_or_path, super().from_pretrained, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> CommitInfo:
+        r"""
+        Upload this pipeline, its model card, sample grid and community code to the Hub repo `repo_id` in one commit.
+
+        Arguments (`token`, `private`, `revision`, `create_pr`, `variant`, `delete_missing`, ...) are those of
+        [`mnist_diffusion.hub.push_pipeline_to_hub`]; returns its [`~huggingface_hub.CommitInfo`].
+
+        Example:
+
+        ```py
+        >>> pipe.push_to_hub("user/mnist-diffusion", private=True, variant="fp16")  # doctest: +SKIP
+        ```
+        """
+        from mnist_diffusion.hub import push_pipeline_to_hub
+
+        return push_pipeline_to_hub(self, repo_id, **kwargs)
 
     @property
     def num_classes(self) -> int:

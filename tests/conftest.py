@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import datasets
 import numpy as np
 import pytest
@@ -17,6 +21,21 @@ from mnist_diffusion import (
 )
 
 DIGIT_NAMES = {str(i): str(i) for i in range(10)}
+TRAINING_DIR = Path(__file__).resolve().parents[1] / "training"
+# A two-level UNet at 8x8 (the 28x28 images are resized): a training step takes a fraction of a second.
+TINY_TRAINING_ARGS = [
+    "--resolution", "8", "--block_out_channels", "16,32", "--attention_levels", "0,1", "--attention_head_dim", "16",
+    "--text_encoder_hidden_size", "32", "--train_batch_size", "16", "--validation_inference_steps", "2",
+    "--validation_images_per_class", "2", "--report_to", "tensorboard", "--lr_warmup_steps", "1",
+]  # fmt: skip
+
+
+def load_training_script(name: str) -> ModuleType:
+    """`training/<name>.py` as a module (the training scripts are not part of the installed package)."""
+    spec = importlib.util.spec_from_file_location(f"training_{name}", TRAINING_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_digit_dataset(num_samples: int = 48, num_classes: int = 4, seed: int = 0) -> datasets.Dataset:

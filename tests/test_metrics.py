@@ -1,21 +1,15 @@
 """Tests of the sample-quality metrics and the classifier that embeds images for them."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_digit_dataset
+from conftest import load_training_script, make_digit_dataset
 
 from mnist_diffusion.classifier import MnistClassifier
 from mnist_diffusion.metrics import conditional_accuracy, frechet_distance, precision_recall
 
-_spec = importlib.util.spec_from_file_location(
-    "train_classifier", Path(__file__).resolve().parents[1] / "training" / "train_classifier.py"
-)
-train_classifier = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_classifier)
+train_classifier = load_training_script("train_classifier")
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero_and_of_shifted_gaussians_is_known():

@@ -108,6 +108,7 @@ def test_save_and_load_round_trip_in_safetensors(tmp_path):
     unet.save_pretrained(tmp_path)
     assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
     loaded = MnistUNet2DConditionModel.from_pretrained(tmp_path)
+
     def public(config):
         return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in config.items() if not k.startswith("_")}
 

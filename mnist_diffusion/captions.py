@@ -1,0 +1,212 @@
+"""Deterministic style measurements (thickness, slant, size) of small grayscale images and captions built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .text_encoding import DIGIT_WORDS
+
+CAPTION_MODES = ("label", "label+style")
+
+#: Threshold on intensity in [0, 1] above which a pixel counts as ink.
+INK_THRESHOLD = 0.5
+#: Stroke width (pixels at 28x28) below which a drawing is "thin" and above which it is "thick" (MNIST train tertiles).
+THICKNESS_BOUNDS = (1.75, 2.2)
+#: Slant (horizontal shift per unit of height, positive = top leans right) bounds of "upright" (MNIST tertiles).
+SLANT_BOUNDS = (-0.02, 0.24)
+#: Bounds of "medium" size (square root of the ink bounding-box area over the image side; MNIST tertiles).
+SIZE_BOUNDS = (0.57, 0.64)
+
+THICKNESS_WORDS = ("thin", "regular", "thick")
+SLANT_WORDS = ("left-slanted", "upright", "right-slanted")
+SIZE_WORDS = ("small", "medium", "large")
+
+
+@dataclass
+class StyleMeasurements:
+    r"""
+    Per-image style statistics computed by [`measure_style`], each a float tensor of shape `(batch,)`.
+
+    Args:
+        thickness (`torch.Tensor`): Mean stroke width in pixels, rescaled to a 28x28 image: `2 * ink_area /
+            ink_perimeter`, where the perimeter counts ink/background edges between 4-neighbours.
+        slant (`torch.Tensor`): `-cov(x, y) / var(y)` of the intensity-weighted pixel coordinates (y grows downwards):
+            how far the drawing shifts right per unit of height going up. 0 is upright, > 0 leans right.
+        size (`torch.Tensor`): `sqrt(bbox_height * bbox_width) / side` of the ink's bounding box, in [0, 1].
+    """
+
+    thickness: torch.Tensor
+    slant: torch.Tensor
+    size: torch.Tensor
+
+    def classes(self) -> dict[str, torch.Tensor]:
+        r"""Bucket ids `(batch,)` per attribute: 0, 1, 2 index `THICKNESS_WORDS`, `SLANT_WORDS` and `SIZE_WORDS`."""
+        return {
+            "thickness": torch.bucketize(self.thickness, torch.tensor(THICKNESS_BOUNDS)),
+            "slant": torch.bucketize(self.slant, torch.tensor(SLANT_BOUNDS)),
+            "size": torch.bucketize(self.size, torch.tensor(SIZE_BOUNDS)),
+        }
+
+    def words(self) -> list[tuple[str, str, str]]:
+        r"""`(thickness, slant, size)` words per image, e.g. `("thick", "right-slanted", "large")`."""
+        classes = self.classes()
+        return [
+            (THICKNESS_WORDS[t], SLANT_WORDS[s], SIZE_WORDS[z])
+            for t, s, z in zip(
+                classes["thickness"].tolist(), classes["slant"].tolist(), classes["size"].tolist(), strict=True
+            )
+        ]
+
+
+def measure_style(images: torch.Tensor) -> StyleMeasurements:
+    r"""
+    Measure stroke thickness, slant and size of single-channel images, deterministically and in one batched pass.
+
+    Images are `(batch, 1, height, width)` or `(batch, height, width)`, either `uint8` in [0, 255] or floats in
+    [0, 1] (what `MnistDiffusionPipeline(..., output_type="pt")` returns), white ink on black. Pixels above
+    `INK_THRESHOLD` are ink. See [`StyleMeasurements`] for the formulas; thickness is reported at the 28x28 scale so
+    the same thresholds hold at any resolution. An image without ink measures 0 for every attribute.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from mnist_diffusion.captions import measure_style
+
+    >>> image = torch.zeros(1, 28, 28)
+    >>> image[0, 4:24, 12:16] = 1.0  # an upright bar 4 pixels wide
+    >>> style = measure_style(image)
+    >>> round(style.thickness.item(), 2)
+    3.33
+    >>> style.words()
+    [('thick', 'upright', 'small')]
+    ```
+    """
+    if images.ndim == 4:
+        if images.shape[1] != 1:
+            raise ValueError(f"Expected single-channel images (batch, 1, H, W), got shape {tuple(images.shape)}.")
+        images = images[:, 0]
+    if images.ndim != 3:
+        raise ValueError(f"Expected images of shape (batch, 1, H, W) or (batch, H, W), got {tuple(images.shape)}.")
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    batch, height, width = x.shape
+    ink = (x > INK_THRESHOLD).float()
+    area = ink.sum(dim=(1, 2))
+    padded = torch.nn.functional.pad(ink, (1, 1, 1, 1))
+    perimeter = (padded[:, 1:, :] - padded[:, :-1, :]).abs().sum(dim=(1, 2)) + (
+        (padded[:, :, 1:] - padded[:, :, :-1]).abs().sum(dim=(1, 2))
+    )
+    thickness = 2 * area / perimeter.clamp(min=1) * (28.0 / width)
+
+    ys = torch.arange(height, dtype=torch.float32).view(1, height, 1)
+    xs = torch.arange(width, dtype=torch.float32).view(1, 1, width)
+    mass = x.sum(dim=(1, 2)).clamp(min=1e-6)
+    mean_y = (x * ys).sum(dim=(1, 2)) / mass
+    mean_x = (x * xs).sum(dim=(1, 2)) / mass
+    dy = ys - mean_y.view(batch, 1, 1)
+    dx = xs - mean_x.view(batch, 1, 1)
+    var_y = (x * dy * dy).sum(dim=(1, 2)) / mass
+    cov_xy = (x * dx * dy).sum(dim=(1, 2)) / mass
+    slant = -cov_xy / var_y.clamp(min=1e-6)
+
+    rows, cols = ink.amax(dim=2), ink.amax(dim=1)
+    bbox_height = _extent(rows)
+    bbox_width = _extent(cols)
+    size = (bbox_height * bbox_width).sqrt() / max(height, width)
+    has_ink = area > 0
+    zero = torch.zeros(batch)
+    return StyleMeasurements(
+        thickness=torch.where(has_ink, thickness, zero),
+        slant=torch.where(has_ink, slant, zero),
+        size=torch.where(has_ink, size, zero),
+    )
+
+
+def _extent(occupied: torch.Tensor) -> torch.Tensor:
+    """Number of positions from the first to the last non-zero entry of each row of `occupied` (0 when empty)."""
+    positions = torch.arange(occupied.shape[1], dtype=torch.float32)
+    first = torch.where(occupied > 0, positions, float("inf")).amin(dim=1)
+    last = torch.where(occupied > 0, positions, -1.0).amax(dim=1)
+    return (last - first + 1).clamp(min=0)
+
+
+def label_word(label_name: str) -> str:
+    r"""The word for a label name: digits become words ("7" -> "seven"); other names are lower-cased ("Sneaker")."""
+    name = label_name.strip()
+    return DIGIT_WORDS[int(name)] if name.isdigit() and len(name) == 1 else name.lower()
+
+
+def caption_templates(label_name: str, caption_mode: str) -> list[str]:
+    r"""
+    The phrasings for a label, with `{thickness}`, `{slant}` and `{size}` placeholders in `label+style` mode.
+
+    Digits get "handwritten" phrasings ("7", "seven", "a handwritten 7"); other classes (Fashion-MNIST) get "a
+    sneaker", "a picture of a sneaker". `label+style` mode adds phrasings naming one, two or all three style words
+    ("a thick right-slanted seven").
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.captions import caption_templates
+
+    >>> caption_templates("7", "label")
+    ['7', 'seven', 'a handwritten 7', 'a handwritten seven']
+    ```
+    """
+    if caption_mode not in CAPTION_MODES:
+        raise ValueError(f"Unknown caption mode {caption_mode!r}; expected one of {list(CAPTION_MODES)}.")
+    word = label_word(label_name)
+    name = label_name.strip().lower()
+    is_digit = word in DIGIT_WORDS
+    if is_digit:
+        templates = [name, word, f"a handwritten {name}", f"a handwritten {word}"]
+        styled = [
+            f"a {{thickness}} {{slant}} {word}",
+            f"a {{thickness}} {name}",
+            f"a {{slant}} {name}",
+            f"a {{size}} {{thickness}} handwritten {word}",
+            f"a {{size}} {{thickness}} {{slant}} {name}",
+        ]
+    else:
+        templates = [word, f"a {word}", f"a picture of a {word}"]
+        styled = [f"a {{thickness}} {word}", f"a {{size}} {word}", f"a {{size}} {{thickness}} {word}"]
+    return templates + styled if caption_mode == "label+style" else templates
+
+
+def build_captions(
+    label_names: Sequence[str],
+    labels: torch.Tensor,
+    caption_mode: str,
+    phrasings: torch.Tensor,
+    style_words: Sequence[tuple[str, str, str]] | None = None,
+) -> list[str]:
+    r"""
+    One caption per image from its label, the phrasing index `phrasings[i]` (taken modulo the number of phrasings)
+    and, in `label+style` mode, its `(thickness, slant, size)` words from [`StyleMeasurements.words`].
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from mnist_diffusion.captions import build_captions
+
+    >>> words = [("thick", "upright", "small")]
+    >>> build_captions(["0", "1"], torch.tensor([1]), "label+style", torch.tensor([4]), words)
+    ['a thick upright one']
+    ```
+    """
+    if caption_mode == "label+style" and style_words is None:
+        raise ValueError("caption_mode 'label+style' needs `style_words` (one (thickness, slant, size) per image).")
+    templates = {name: caption_templates(name, caption_mode) for name in dict.fromkeys(label_names)}
+    captions = []
+    for i, (label, phrasing) in enumerate(zip(labels.tolist(), phrasings.tolist(), strict=True)):
+        options = templates[label_names[label]]
+        template = options[phrasing % len(options)]
+        if caption_mode == "label+style":
+            thickness, slant, size = style_words[i]
+            template = template.format(thickness=thickness, slant=slant, size=size)
+        captions.append(template)
+    return captions

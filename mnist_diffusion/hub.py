@@ -1,0 +1,330 @@
+"""Share pipelines on the Hugging Face Hub: push with a model card and community code, load back by repo id."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers.models.modeling_utils import ModelMixin
+from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, snapshot_download
+
+from .community_code import COMMUNITY_MODULES, export_community_code, is_community_layout, package_class
+from .model_card import SAMPLES_FILE, read_json_file, render_model_card, sample_grid
+from .pipelines import MnistDiffusionPipeline
+
+TRAINING_ARGS_FILE = "training_args.json"
+EVAL_RESULTS_FILE = "eval_results.json"
+CHECKPOINTS_FOLDER = "checkpoints"
+VARIANT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+#: Libraries whose classes a community-layout `model_index.json` may name besides the uploaded code.
+LOADABLE_LIBRARIES = ("diffusers", "transformers")
+DOWNLOAD_KWARGS = ("revision", "token", "cache_dir", "force_download", "local_files_only")
+
+
+def _commit_folder(
+    api: HfApi,
+    folder: Path,
+    repo_id: str,
+    *,
+    path_in_repo: str = "",
+    revision: str | None,
+    commit_message: str,
+    create_pr: bool,
+    delete_missing: bool,
+) -> CommitInfo:
+    """Upload every file of `folder` under `path_in_repo` in one commit (atomic on the Hub); deletes only if asked."""
+    prefix = f"{path_in_repo.strip('/')}/" if path_in_repo.strip("/") else ""
+    operations: list = [
+        CommitOperationAdd(path_in_repo=prefix + path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    ]
+    if delete_missing:
+        uploaded = {op.path_in_repo for op in operations}
+        remote = api.list_repo_files(repo_id, revision=revision)
+        operations += [
+            CommitOperationDelete(path_in_repo=path)
+            for path in remote
+            if path.startswith(prefix) and path not in uploaded and path != ".gitattributes"
+        ]
+    return api.create_commit(
+        repo_id, operations, commit_message=commit_message, revision=revision, create_pr=create_pr
+    )
+
+
+def _prepare_repo(api: HfApi, repo_id: str, private: bool | None, revision: str | None) -> str:
+    """Create the repo (and the branch `revision`) if needed; returns the full repo id."""
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    if revision is not None and revision != "main":
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    return repo_id
+
+
+def _save_variant(pipeline: MnistDiffusionPipeline, folder: Path, variant: str) -> None:
+    """Add `<weights>.<variant>.safetensors` of every model of `pipeline` to its saved `folder` (configs untouched)."""
+    with tempfile.TemporaryDirectory() as variant_dir:
+        for name, component in pipeline.components.items():
+            if isinstance(component, torch.nn.Module):
+                copy.deepcopy(component).to(VARIANT_DTYPES[variant]).save_pretrained(
+                    Path(variant_dir) / name, variant=variant
+                )
+                for weights in (Path(variant_dir) / name).glob(f"*.{variant}.*"):
+                    shutil.copy2(weights, folder / name / weights.name)
+
+
+def push_pipeline_to_hub(
+    pipeline: MnistDiffusionPipeline | str | os.PathLike,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    variant: str | None = None,
+    delete_missing: bool = False,
+    training_args: dict[str, Any] | None = None,
+    eval_results: dict[str, Any] | None = None,
+    samples: bool = True,
+    sample_steps: int = 50,
+    license: str = "apache-2.0",
+) -> CommitInfo:
+    r"""
+    Upload a pipeline to the Hub in one commit: weights (safetensors), configs, community code, model card, samples.
+
+    The repo gets what `save_pretrained` writes, with `model_index.json` in diffusers' community-components layout
+    and the package's own source files beside it (see [`~mnist_diffusion.community_code.export_community_code`]),
+    so `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)` works without this package and
+    `MnistDiffusionPipeline.from_pretrained(repo_id)` with it. The commit is atomic: an interrupted push leaves the
+    repo as it was. Files already in the repo and not part of the push (checkpoints, the user's own files) are
+    kept, unless `delete_missing=True`.
+
+    Args:
+        pipeline ([`MnistDiffusionPipeline`], `str` or `os.PathLike`): The pipeline, or a folder it was saved to
+            (its `training_args.json` and `eval_results.json` are then picked up).
+        repo_id (`str`): `"user/name"`; created if needed.
+        token (`str`, *optional*): Defaults to `HF_TOKEN` or the token saved by `hf auth login`.
+        private (`bool`, *optional*): Visibility of a newly created repo (an existing repo keeps its own).
+        revision (`str`, *optional*): Branch to push to, created from `main` if needed; defaults to `main`.
+        commit_message (`str`, *optional*): Defaults to `"Upload MnistDiffusionPipeline"`.
+        create_pr (`bool`, defaults to `False`): Open a pull request instead of committing to the branch.
+        variant (`str`, *optional*): Also upload `"fp16"` or `"bf16"` copies of the weights, loaded with
+            `from_pretrained(repo_id, variant="fp16", torch_dtype=torch.float16)`.
+        delete_missing (`bool`, defaults to `False`): Delete the repo's files that this push does not contain
+            (except `.gitattributes`), in the same commit.
+        training_args (`dict`, *optional*): Training arguments for the card; defaults to `training_args.json` in the
+            pipeline's folder.
+        eval_results (`dict`, *optional*): `{"dataset": ..., "split": ..., "metrics": {...}}` for the card; defaults
+            to `eval_results.json` in the pipeline's folder.
+        samples (`bool`, defaults to `True`): Generate `samples.png` (one image per class or digit prompt).
+        sample_steps (`int`, defaults to 50): Denoising steps for the samples.
+        license (`str`, defaults to `"apache-2.0"`): License in the card's metadata.
+
+    Returns:
+        [`~huggingface_hub.CommitInfo`]: the commit (its `oid`, `commit_url`, and `pr_url` with `create_pr=True`).
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.hub import push_pipeline_to_hub
+
+    >>> commit = push_pipeline_to_hub("outputs/mnist-text", "user/mnist-diffusion", variant="fp16")  # doctest: +SKIP
+    >>> commit.oid  # doctest: +SKIP
+    ```
+    """
+    if variant is not None and variant not in VARIANT_DTYPES:
+        raise ValueError(f"Unknown variant {variant!r}; expected one of {sorted(VARIANT_DTYPES)} or None.")
+    if not isinstance(pipeline, MnistDiffusionPipeline):
+        if not (Path(pipeline) / "model_index.json").is_file():
+            raise ValueError(f"{pipeline} is not a saved pipeline; expected a folder with a model_index.json.")
+        pipeline = MnistDiffusionPipeline.from_pretrained(pipeline)
+    source_dir = pipeline.config.get("_name_or_path")
+    if source_dir and os.path.isdir(source_dir):
+        training_args = (
+            training_args if training_args is not None else read_json_file(Path(source_dir) / TRAINING_ARGS_FILE)
+        )
+        eval_results = (
+            eval_results if eval_results is not None else read_json_file(Path(source_dir) / EVAL_RESULTS_FILE)
+        )
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as staging:
+        staging = Path(staging)
+        pipeline.save_pretrained(staging, safe_serialization=True)
+        if variant is not None:
+            _save_variant(pipeline, staging, variant)
+        export_community_code(staging)
+        for name, content in ((TRAINING_ARGS_FILE, training_args), (EVAL_RESULTS_FILE, eval_results)):
+            if content is not None:
+                (staging / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        caption = None
+        if samples:
+            grid, caption = sample_grid(pipeline, num_inference_steps=sample_steps)
+            grid.save(staging / SAMPLES_FILE)
+        repo_id = _prepare_repo(api, repo_id, private, revision)
+        card = render_model_card(
+            pipeline,
+            repo_id,
+            revision=revision,
+            training_args=training_args,
+            eval_results=eval_results,
+            samples_caption=caption,
+            license=license,
+        )
+        card.save(staging / "README.md")
+        return _commit_folder(
+            api,
+            staging,
+            repo_id,
+            revision=revision,
+            commit_message=commit_message or f"Upload {type(pipeline).__name__}",
+            create_pr=create_pr,
+            delete_missing=delete_missing,
+        )
+
+
+def push_checkpoint(
+    checkpoint_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+) -> CommitInfo:
+    r"""
+    Upload a training checkpoint folder to `checkpoints/<folder name>/` of a Hub repo, in one commit.
+
+    The rest of the repo (the pipeline, other checkpoints) is left untouched, so a training run can push its
+    checkpoints next to the pipeline it pushes at the end.
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.hub import push_checkpoint
+
+    >>> push_checkpoint("outputs/mnist-text/checkpoint-5000", "user/mnist-diffusion")  # doctest: +SKIP
+    ```
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    if not checkpoint_dir.is_dir() or not any(path.is_file() for path in checkpoint_dir.rglob("*")):
+        raise ValueError(f"Checkpoint folder {checkpoint_dir} does not exist or is empty; expected saved state files.")
+    api = HfApi(token=token)
+    repo_id = _prepare_repo(api, repo_id, private, revision)
+    return _commit_folder(
+        api,
+        checkpoint_dir,
+        repo_id,
+        path_in_repo=f"{CHECKPOINTS_FOLDER}/{checkpoint_dir.name}",
+        revision=revision,
+        commit_message=commit_message or f"Upload {checkpoint_dir.name}",
+        create_pr=False,
+        delete_missing=False,
+    )
+
+
+def _load_component(
+    component_class: type, folder: Path, name: str, torch_dtype: torch.dtype | None, variant: str | None
+) -> Any:
+    """Load one component from `folder/name` with `component_class` (dtype and variant apply to models only)."""
+    kwargs: dict[str, Any] = {"subfolder": name}
+    if issubclass(component_class, torch.nn.Module):
+        if torch_dtype is not None:
+            kwargs["torch_dtype" if issubclass(component_class, ModelMixin) else "dtype"] = torch_dtype
+        if variant is not None and any((folder / name).glob(f"*.{variant}.*")):
+            kwargs["variant"] = variant
+    return component_class.from_pretrained(folder, **kwargs)
+
+
+def _load_community_layout(
+    pipeline_class: type[MnistDiffusionPipeline],
+    folder: Path,
+    model_index: dict[str, Any],
+    torch_dtype: torch.dtype | None = None,
+    variant: str | None = None,
+    **kwargs,
+) -> MnistDiffusionPipeline:
+    """Build a pipeline from a community-layout folder with the installed classes; `kwargs` replace components."""
+    expected_modules, optional_kwargs = map(set, pipeline_class._get_signature_keys(pipeline_class))
+    unknown = sorted(set(kwargs) - expected_modules - optional_kwargs)
+    if unknown:
+        raise ValueError(
+            f"Unexpected arguments {unknown} for loading {pipeline_class.__name__}; expected components or options "
+            f"among {sorted(expected_modules | optional_kwargs)} or {['torch_dtype', 'variant', *DOWNLOAD_KWARGS]}."
+        )
+    if variant is not None and not any(folder.glob(f"*/*.{variant}.*")):
+        raise ValueError(f"No weights of variant {variant!r} in {folder}; push them with `variant={variant!r}`.")
+    init_kwargs = {name: model_index[name] for name in optional_kwargs if name in model_index}
+    for name in expected_modules - set(kwargs):
+        library, class_name = model_index.get(name) or (None, None)
+        if library is None:
+            init_kwargs[name] = None
+            continue
+        if library in COMMUNITY_MODULES:
+            component_class = package_class(library, class_name)
+        elif library in LOADABLE_LIBRARIES:
+            component_class = getattr(importlib.import_module(library), class_name)
+        else:
+            raise ValueError(
+                f"model_index.json names {name} = [{library!r}, {class_name!r}]; expected a library among "
+                f"{list(LOADABLE_LIBRARIES)} or community code among {sorted(COMMUNITY_MODULES)}."
+            )
+        init_kwargs[name] = _load_component(component_class, folder, name, torch_dtype, variant)
+    return pipeline_class(**init_kwargs, **kwargs)
+
+
+def load_pipeline(
+    pipeline_class: type[MnistDiffusionPipeline],
+    pretrained_model_name_or_path: str | os.PathLike,
+    load_saved: Callable[..., MnistDiffusionPipeline],
+    **kwargs,
+) -> MnistDiffusionPipeline:
+    r"""
+    What `MnistDiffusionPipeline.from_pretrained` does: load a local folder or Hub repo with the installed classes.
+
+    A Hub repo is downloaded first (its `checkpoints/` excepted). A folder in the community-components layout (what
+    [`push_pipeline_to_hub`] uploads) is then built component by component with this package's classes rather than
+    with the uploaded code; any other folder goes to `load_saved` (diffusers' `from_pretrained`) unchanged.
+
+    Args:
+        pipeline_class (`type`): The pipeline class to build.
+        pretrained_model_name_or_path (`str` or `os.PathLike`): A local folder or a Hub repo id.
+        load_saved (`Callable`): Loader for folders written by `save_pretrained`, called as
+            `load_saved(folder, **kwargs)`.
+        kwargs: `revision`, `token`, `cache_dir`, `force_download`, `local_files_only` for the download;
+            `torch_dtype`, `variant`, components (`unet=...`) and `id2label` for the pipeline.
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion import MnistDiffusionPipeline
+
+    >>> pipe = MnistDiffusionPipeline.from_pretrained("user/mnist-diffusion", revision="main")  # doctest: +SKIP
+    ```
+    """
+    name = str(pretrained_model_name_or_path)
+    if os.path.isdir(name):
+        folder = Path(name)
+    else:
+        download_kwargs = {key: kwargs.pop(key) for key in DOWNLOAD_KWARGS if key in kwargs}
+        ignore_patterns = [f"{CHECKPOINTS_FOLDER}/*"]
+        ignore_patterns += [f"*.{variant}.*" for variant in VARIANT_DTYPES if variant != kwargs.get("variant")]
+        folder = Path(snapshot_download(name, ignore_patterns=ignore_patterns, **download_kwargs))
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise OSError(f"{name} has no model_index.json; expected a pipeline saved with `save_pretrained` or pushed.")
+    model_index = json.loads(index_path.read_text(encoding="utf-8"))
+    if not is_community_layout(model_index):
+        return load_saved(folder, **kwargs)
+    for key in DOWNLOAD_KWARGS:
+        kwargs.pop(key, None)
+    pipeline = _load_community_layout(pipeline_class, folder, model_index, **kwargs)
+    pipeline.register_to_config(_name_or_path=name)
+    return pipeline

@@ -1,0 +1,225 @@
+"""End-to-end tests of `training/train.py` through `accelerate launch`, on tiny datasets written by the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_TRAINING_ARGS, load_training_script, make_digit_dataset
+from PIL import Image
+from safetensors.torch import load_file
+
+from mnist_diffusion import MnistDiffusionPipeline, build_caption_tokenizer, build_text_encoder
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPO / "training" / "train.py"
+SINGLE_CPU_CONFIG = REPO / "training" / "configs" / "single_cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def parquet_dataset(tmp_path_factory) -> Path:
+    """A folder of parquet files in the Hub layout (`train-00000-of-00001.parquet`)."""
+    folder = tmp_path_factory.mktemp("parquet_dataset")
+    make_digit_dataset().to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(args: list[str], num_processes: int = 1, mixed_precision: str = "no") -> subprocess.CompletedProcess:
+    """Run the training script with `accelerate launch` on CPU; fails the test with its output on error."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    if num_processes == 1:
+        launcher = ["--config_file", str(SINGLE_CPU_CONFIG)]
+    else:
+        # Several CPU processes on one machine: accelerate's torchrun launcher, with the CPU forced (gloo backend).
+        launcher = ["--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1"]
+        launcher += ["--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port())]
+        env.update(ACCELERATE_USE_CPU="1", MASTER_ADDR="127.0.0.1")
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", *launcher, "--mixed_precision", mixed_precision,
+        "--dynamo_backend", "no", str(TRAIN_SCRIPT), *TINY_TRAINING_ARGS, *args,
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        pytest.fail(f"training failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def generate(output_dir: Path) -> np.ndarray:
+    pipe = MnistDiffusionPipeline.from_pretrained(output_dir)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(0)
+    return pipe(
+        prompt="a thick 3", class_labels="3", num_inference_steps=2, generator=generator, output_type="np"
+    ).images
+
+
+def test_end_to_end_saves_a_pipeline_that_generates(parquet_dataset, tmp_path):
+    output_dir = tmp_path / "out"
+    launch(
+        ["--dataset_name", str(parquet_dataset), "--output_dir", str(output_dir), "--max_train_steps", "2",
+         "--validation_steps", "2", "--validation_prompts", "a thick 3", "--checkpointing_steps", "0"]
+    )  # fmt: skip
+    images = generate(output_dir)
+    assert images.shape == (1, 8, 8, 1) and np.isfinite(images).all()
+    config = json.loads((output_dir / "model_index.json").read_text())
+    assert config["id2label"] == {"0": "0", "1": "1", "2": "2", "3": "3"}
+    assert (output_dir / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert json.loads((output_dir / "training_args.json").read_text())["max_train_steps"] == 2
+    assert sorted(p.name for p in (output_dir / "validation").iterdir()) == [
+        "step-2_classes.png",
+        "step-2_prompt-0.png",
+    ]
+    assert Image.open(output_dir / "validation" / "step-2_classes.png").size == (2 * 8, 4 * 8)
+    assert list((output_dir / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_resume_continues_at_the_same_step_with_the_same_result(parquet_dataset, tmp_path):
+    # 48 samples / batch 16 = 3 batches per epoch: resuming at step 2 skips 2 batches, then starts epoch 1.
+    common = ["--dataset_name", str(parquet_dataset), "--max_train_steps", "4", "--checkpointing_steps", "2",
+              "--validation_steps", "0", "--use_ema"]  # fmt: skip
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    launch(common + ["--output_dir", str(full)])
+    assert sorted(p.name for p in full.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert json.loads((full / "checkpoint-2" / "training_state.json").read_text()) == {"global_step": 2}
+
+    result = launch(common + ["--output_dir", str(resumed), "--resume_from_checkpoint", str(full / "checkpoint-2")])
+    assert "Resuming from checkpoint" in result.stdout + result.stderr
+    assert sorted(p.name for p in resumed.glob("checkpoint-*")) == ["checkpoint-4"]
+    expected = load_file(full / "unet" / "diffusion_pytorch_model.safetensors")
+    actual = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
+    for name, tensor in expected.items():
+        torch.testing.assert_close(actual[name], tensor, msg=f"{name} differs after resuming")
+
+    # "latest" picks checkpoint-4 of the finished run: nothing is left to train, the pipeline is saved again.
+    launch(
+        common + ["--output_dir", str(full), "--resume_from_checkpoint", "latest", "--checkpoints_total_limit", "1"]
+    )
+    again = load_file(full / "unet" / "diffusion_pytorch_model.safetensors")
+    for name, tensor in expected.items():
+        torch.testing.assert_close(again[name], tensor, msg=f"{name} changed though no step was left")
+
+
+def test_two_processes_train_and_save_a_loadable_pipeline(parquet_dataset, tmp_path):
+    output_dir = tmp_path / "ddp"
+    result = launch(
+        ["--dataset_name", str(parquet_dataset), "--output_dir", str(output_dir), "--max_train_steps", "2",
+         "--validation_steps", "0", "--checkpointing_steps", "2"],
+        num_processes=2,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert "DistributedType.MULTI_CPU  Backend: gloo" in output and "Num processes: 2" in output
+    checkpoint = output_dir / "checkpoint-2"
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in checkpoint.iterdir()}
+    assert generate(output_dir).shape == (1, 8, 8, 1)
+
+
+def test_bf16_with_a_frozen_text_encoder_and_a_caption_column(tmp_path):
+    dataset_dir, encoder_dir, output_dir = tmp_path / "captioned", tmp_path / "encoder", tmp_path / "bf16"
+    dataset = make_digit_dataset()
+    dataset.add_column("text", [f"a thick {label}" for label in dataset["label"]]).save_to_disk(str(dataset_dir))
+    tokenizer = build_caption_tokenizer()
+    torch.manual_seed(0)
+    build_text_encoder(tokenizer, hidden_size=32, intermediate_size=64).save_pretrained(encoder_dir)
+    tokenizer.save_pretrained(encoder_dir)
+    result = launch(
+        ["--dataset_name", str(dataset_dir), "--caption_column", "text", "--text_encoder_name_or_path",
+         str(encoder_dir), "--output_dir", str(output_dir), "--max_train_steps", "2", "--validation_steps", "0",
+         "--checkpointing_steps", "0", "--no-use_ema", "--prediction_type", "v_prediction"],
+        mixed_precision="bf16",
+    )  # fmt: skip
+    assert "Mixed precision type: bf16" in result.stdout + result.stderr
+    assert np.isfinite(generate(output_dir)).all()
+    frozen = load_file(encoder_dir / "model.safetensors")
+    saved = load_file(output_dir / "text_encoder" / "model.safetensors")
+    for name, tensor in frozen.items():
+        torch.testing.assert_close(saved[name], tensor, msg=f"frozen text encoder weight {name} changed")
+    scheduler_config = json.loads((output_dir / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler_config["prediction_type"] == "v_prediction"
+
+
+@pytest.fixture(scope="module")
+def train_module():
+    return load_training_script("train")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--label_column", "digit"], "--label_column 'digit' is not a column"),
+        (["--image_column", "label"], "expected images"),
+        (["--caption_mode", "poetry"], "--caption_mode is 'poetry'"),
+        (["--train_split", "validation"], "Split 'validation' not found"),
+        (["--resume_from_checkpoint", "checkpoint-7"], "is not a checkpoint"),
+        (["--block_out_channels", "16,x"], "comma-separated integers"),
+        (["--resolution", "7"], "--resolution is 7"),
+        (["--cond_dropout_prob", "0.5"], "--cond_dropout_prob is 0.5"),
+    ],
+)
+def test_bad_input_fails_before_training_without_writing(train_module, parquet_dataset, tmp_path, extra, message):
+    output_dir = tmp_path / "out"
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        train_module.main(
+            train_module.parse_args(
+                [*TINY_TRAINING_ARGS, "--dataset_name", str(parquet_dataset), "--output_dir", str(output_dir), *extra]
+            )
+        )
+    assert not output_dir.exists()
+
+
+def test_empty_datasets_are_refused(train_module, tmp_path):
+    saved, parquet = tmp_path / "saved", tmp_path / "parquet"
+    make_digit_dataset().select([]).save_to_disk(str(saved))
+    parquet.mkdir()
+    make_digit_dataset().select([]).to_parquet(str(parquet / "train-00000-of-00001.parquet"))
+    for folder, message in ((saved, "is an empty dataset"), (parquet, "has an empty split")):
+        args = train_module.parse_args(
+            [*TINY_TRAINING_ARGS, "--dataset_name", str(folder), "--output_dir", str(tmp_path / "out")]
+        )
+        with pytest.raises(ValueError, match=message):
+            train_module.main(args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_foreign_output_dir_and_unresumed_checkpoints_are_left_alone(train_module, parquet_dataset, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    args = train_module.parse_args(
+        [*TINY_TRAINING_ARGS, "--dataset_name", str(parquet_dataset), "--output_dir", str(foreign)]
+    )
+    with pytest.raises(ValueError, match="was not written by this script"):
+        train_module.main(args)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+    ours = tmp_path / "ours"
+    (ours / "checkpoint-3").mkdir(parents=True)
+    (ours / "checkpoint-3" / "training_state.json").write_text('{"global_step": 3}')
+    (ours / "training_args.json").write_text("{}")
+    args = train_module.parse_args(
+        [*TINY_TRAINING_ARGS, "--dataset_name", str(parquet_dataset), "--output_dir", str(ours)]
+    )
+    with pytest.raises(ValueError, match="pass --resume_from_checkpoint latest"):
+        train_module.main(args)
+    assert (ours / "training_args.json").read_text() == "{}"
+
+
+def test_find_checkpoints_ignores_incomplete_ones(train_module, tmp_path):
+    for name, complete in (("checkpoint-2", True), ("checkpoint-10", True), ("checkpoint-12.tmp", True),
+                           ("checkpoint-11", False)):  # fmt: skip
+        (tmp_path / name).mkdir()
+        if complete:
+            (tmp_path / name / "training_state.json").write_text("{}")
+    assert [Path(p).name for p in train_module.find_checkpoints(str(tmp_path))] == ["checkpoint-2", "checkpoint-10"]

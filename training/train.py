@@ -1,0 +1,667 @@
+"""Train a text- and class-conditioned MnistDiffusionPipeline: `accelerate launch training/train.py ...`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from mnist_diffusion import (
+    MnistDDPMScheduler,
+    MnistDiffusionPipeline,
+    MnistUNet2DConditionModel,
+    build_caption_tokenizer,
+    build_text_encoder,
+)
+from mnist_diffusion.captions import CAPTION_MODES, build_captions, measure_style
+from mnist_diffusion.data import EpochShuffleSampler, ImageClassDataset, load_split, prepare_training_data
+from mnist_diffusion.hub import push_checkpoint, push_pipeline_to_hub
+
+logger = get_logger(__name__)
+
+TRAINING_ARGS_NAME = "training_args.json"
+CHECKPOINT_STATE_NAME = "training_state.json"
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+
+
+def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
+    r"""
+    Parse and validate the command line; every bad value raises `ValueError` naming it and what was expected.
+
+    Example:
+
+    ```py
+    >>> from training.train import parse_args
+
+    >>> args = parse_args(["--output_dir", "out", "--max_train_steps", "10"])
+    >>> args.block_out_channels, args.caption_mode
+    ((32, 64, 128), 'label+style')
+    ```
+    """
+    parser = argparse.ArgumentParser(description=__doc__)
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset_name", default="ylecun/mnist", help="Hub id or local folder (parquet, save_to_disk, images)."
+    )
+    data.add_argument("--dataset_config_name", default=None)
+    data.add_argument("--cache_dir", default=None, help="Where `datasets` caches downloads.")
+    data.add_argument("--train_split", default="train")
+    data.add_argument("--image_column", default="image")
+    data.add_argument("--label_column", default="label", help="A `ClassLabel` (or integer) column.")
+    data.add_argument("--caption_column", default=None, help="Captions to use instead of generated ones.")
+    data.add_argument("--max_train_samples", type=int, default=None)
+    data.add_argument("--resolution", type=int, default=28, help="Images are resized only if their size differs.")
+    data.add_argument("--dataloader_num_workers", type=int, default=0)
+    data.add_argument("--caption_mode", default="label+style", help=f"One of {list(CAPTION_MODES)}.")
+    data.add_argument(
+        "--cond_dropout_prob",
+        type=float,
+        default=0.1,
+        help="Probability of each of three events: drop both text and class (the unconditional branch: empty "
+        "prompt and null class), drop the text only, drop the class only. At most 1/3.",
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--block_out_channels", default="32,64,128", help="UNet channels per level.")
+    model.add_argument("--layers_per_block", type=int, default=1)
+    model.add_argument("--attention_levels", default="0,1,1", help="1/0 per level: self- and cross-attention.")
+    model.add_argument("--attention_head_dim", type=int, default=32)
+    model.add_argument(
+        "--text_encoder_name_or_path",
+        default=None,
+        help="A CLIP text encoder and tokenizer (folder or Hub id; a saved pipeline works too). Frozen unless "
+        "--train_text_encoder. Without it, a small encoder is built from the caption vocabulary.",
+    )
+    model.add_argument(
+        "--train_text_encoder",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Train the text encoder jointly (default: yes for the built one, no for a loaded one).",
+    )
+    model.add_argument("--text_encoder_hidden_size", type=int, default=64, help="Hidden size of a built encoder.")
+    model.add_argument("--prediction_type", default="epsilon", help=f"One of {list(PREDICTION_TYPES)}.")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--output_dir", default="mnist-diffusion-model")
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--train_batch_size", type=int, default=128, help="Per process.")
+    optim.add_argument("--num_epochs", type=int, default=1, help="One MNIST epoch: ~470 steps at batch 128.")
+    optim.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_epochs.")
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--learning_rate", type=float, default=1e-3)
+    optim.add_argument("--lr_scheduler", default="cosine", help="Any name of diffusers' `get_scheduler`.")
+    optim.add_argument("--lr_warmup_steps", type=int, default=100)
+    optim.add_argument("--adam_beta1", type=float, default=0.9)
+    optim.add_argument("--adam_beta2", type=float, default=0.999)
+    optim.add_argument("--adam_weight_decay", type=float, default=1e-2)
+    optim.add_argument("--adam_epsilon", type=float, default=1e-8)
+    optim.add_argument("--max_grad_norm", type=float, default=1.0)
+    optim.add_argument(
+        "--mixed_precision", default=None, help=f"One of {list(MIXED_PRECISIONS)}; default: accelerate's."
+    )
+    optim.add_argument("--snr_gamma", type=float, default=5.0, help="Min-SNR-gamma loss weighting; 0 disables it.")
+    optim.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True)
+    optim.add_argument("--ema_max_decay", type=float, default=0.999)
+    optim.add_argument("--ema_power", type=float, default=0.75, help="EMA warmup: decay = 1 - (1 + step) ** -power.")
+
+    book = parser.add_argument_group("bookkeeping")
+    book.add_argument("--checkpointing_steps", type=int, default=500)
+    book.add_argument("--checkpoints_total_limit", type=int, default=None)
+    book.add_argument(
+        "--resume_from_checkpoint",
+        default=None,
+        help="'latest' (the highest complete checkpoint in --output_dir; starts fresh if there is none) or a path.",
+    )
+    book.add_argument("--validation_steps", type=int, default=500, help="0 disables validation.")
+    book.add_argument("--validation_prompts", nargs="*", default=None)
+    book.add_argument("--validation_images_per_class", type=int, default=4)
+    book.add_argument("--validation_inference_steps", type=int, default=25)
+    book.add_argument("--validation_guidance_scale", type=float, default=3.0)
+    book.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
+    book.add_argument("--logging_dir", default="logs", help="Inside --output_dir.")
+    book.add_argument("--push_to_hub", action="store_true")
+    book.add_argument("--hub_model_id", default=None)
+    book.add_argument("--hub_token", default=None)
+    book.add_argument(
+        "--push_checkpoints",
+        action="store_true",
+        help="With --push_to_hub, also upload each checkpoint to checkpoints/checkpoint-N/ in the Hub repo.",
+    )
+
+    args = parser.parse_args(input_args)
+    args.block_out_channels = parse_int_list("--block_out_channels", args.block_out_channels)
+    args.attention_levels = tuple(bool(v) for v in parse_int_list("--attention_levels", args.attention_levels))
+    validate_args(args)
+    return args
+
+
+def parse_int_list(flag: str, value: str) -> tuple[int, ...]:
+    """`"32,64,128"` -> `(32, 64, 128)`; anything else raises `ValueError` naming `flag`."""
+    try:
+        values = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise ValueError(f"{flag} is {value!r}; expected comma-separated integers such as '32,64,128'.") from None
+    if any(v < 0 for v in values):
+        raise ValueError(f"{flag} is {value!r}; expected non-negative integers.")
+    return values
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Check value ranges and combinations of the parsed arguments."""
+    choices = (
+        ("--caption_mode", args.caption_mode, CAPTION_MODES),
+        ("--prediction_type", args.prediction_type, PREDICTION_TYPES),
+        ("--mixed_precision", args.mixed_precision, (None,) + MIXED_PRECISIONS),
+    )
+    for flag, value, allowed in choices:
+        if value not in allowed:
+            raise ValueError(f"{flag} is {value!r}; expected one of {[a for a in allowed if a]}.")
+    if args.push_checkpoints and not args.push_to_hub:
+        raise ValueError("--push_checkpoints uploads checkpoints to the --push_to_hub repo; pass --push_to_hub too.")
+    if not 0 <= args.cond_dropout_prob <= 1 / 3:
+        raise ValueError(f"--cond_dropout_prob is {args.cond_dropout_prob}; expected a value in [0, 1/3].")
+    if len(args.attention_levels) != len(args.block_out_channels):
+        raise ValueError(
+            f"--attention_levels has {len(args.attention_levels)} entries for {len(args.block_out_channels)} levels "
+            "in --block_out_channels; expected one per level."
+        )
+    factor = 2 ** (len(args.block_out_channels) - 1)
+    if args.resolution < 1 or args.resolution % factor:
+        raise ValueError(f"--resolution is {args.resolution}; expected a positive multiple of {factor} for this UNet.")
+    positive = ("train_batch_size", "gradient_accumulation_steps", "num_epochs", "layers_per_block")
+    positive += ("attention_head_dim", "validation_images_per_class", "validation_inference_steps")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} is {getattr(args, name)}; expected a positive integer.")
+    for name in ("max_train_steps", "checkpoints_total_limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name} is {getattr(args, name)}; expected a positive integer.")
+    for name in ("checkpointing_steps", "validation_steps", "lr_warmup_steps", "dataloader_num_workers"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} is {getattr(args, name)}; expected 0 or more.")
+    if args.learning_rate <= 0 or args.snr_gamma < 0 or not 0 < args.ema_max_decay < 1:
+        raise ValueError(
+            f"Got --learning_rate {args.learning_rate}, --snr_gamma {args.snr_gamma}, --ema_max_decay "
+            f"{args.ema_max_decay}; expected a learning rate > 0, snr_gamma >= 0 and a decay in (0, 1)."
+        )
+    if args.train_text_encoder is None:
+        args.train_text_encoder = args.text_encoder_name_or_path is None
+
+
+def find_checkpoints(output_dir: str) -> list[str]:
+    """Complete checkpoints (`checkpoint-N` holding `training_state.json`) in `output_dir`, oldest first."""
+    if not os.path.isdir(output_dir):
+        return []
+    names = [
+        name
+        for name in os.listdir(output_dir)
+        if name.startswith("checkpoint-")
+        and name.split("-", 1)[1].isdigit()
+        and os.path.isfile(os.path.join(output_dir, name, CHECKPOINT_STATE_NAME))
+    ]
+    return [os.path.join(output_dir, name) for name in sorted(names, key=lambda n: int(n.split("-", 1)[1]))]
+
+
+def check_output_dir(args: argparse.Namespace) -> str | None:
+    r"""
+    Refuse an output folder that is not ours, and return the checkpoint to resume from (or `None`).
+
+    An output folder must be new, empty, or written by this script (it holds `training_args.json`). A run that
+    does not resume refuses a folder that holds checkpoints, so they are never overwritten.
+    """
+    output_dir = args.output_dir
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"--output_dir {output_dir!r} is a file; expected a folder.")
+    ours = os.path.isfile(os.path.join(output_dir, TRAINING_ARGS_NAME))
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not ours:
+        raise ValueError(
+            f"--output_dir {output_dir!r} is not empty and was not written by this script (no {TRAINING_ARGS_NAME}); "
+            "expected a new or empty folder, or the output folder of an earlier run."
+        )
+    checkpoints = find_checkpoints(output_dir)
+    resume = args.resume_from_checkpoint
+    if resume is None:
+        if checkpoints:
+            raise ValueError(
+                f"--output_dir {output_dir!r} holds checkpoints ({os.path.basename(checkpoints[-1])} is the latest); "
+                "pass --resume_from_checkpoint latest to continue, or choose a new --output_dir."
+            )
+        return None
+    if resume == "latest":
+        return checkpoints[-1] if checkpoints else None
+    for candidate in (resume, os.path.join(output_dir, resume)):
+        if os.path.isfile(os.path.join(candidate, CHECKPOINT_STATE_NAME)):
+            return candidate
+    raise ValueError(
+        f"--resume_from_checkpoint {resume!r} is not a checkpoint (no {CHECKPOINT_STATE_NAME} in it or in "
+        f"{os.path.join(output_dir, resume)!r}); expected 'latest' or a checkpoint-N folder."
+    )
+
+
+def load_text_encoder(name_or_path: str) -> tuple[CLIPTokenizer, CLIPTextModel]:
+    """A CLIP tokenizer and text encoder from a folder or Hub id: its `tokenizer`/`text_encoder` subfolders or root."""
+    errors = []
+    for tokenizer_subfolder, encoder_subfolder in (("tokenizer", "text_encoder"), ("", "")):
+        try:
+            tokenizer = CLIPTokenizer.from_pretrained(name_or_path, subfolder=tokenizer_subfolder)
+            return tokenizer, CLIPTextModel.from_pretrained(name_or_path, subfolder=encoder_subfolder)
+        except (OSError, ValueError) as error:
+            errors.append(str(error).splitlines()[0])
+    raise ValueError(
+        f"--text_encoder_name_or_path {name_or_path!r} holds no CLIP tokenizer and text encoder (at its root or in "
+        f"tokenizer/ and text_encoder/): {errors}"
+    )
+
+
+def build_models(
+    args: argparse.Namespace, num_classes: int
+) -> tuple[CLIPTokenizer, CLIPTextModel, MnistUNet2DConditionModel]:
+    r"""
+    The tokenizer, text encoder (loaded or built from the caption vocabulary) and the UNet the arguments describe.
+
+    The UNet is conditioned on the text (`cross_attention_dim` = the encoder's hidden size) and on the class
+    (`num_class_embeds = num_classes + 1`, the last id being the null class).
+    """
+    if args.text_encoder_name_or_path:
+        tokenizer, text_encoder = load_text_encoder(args.text_encoder_name_or_path)
+    else:
+        tokenizer = build_caption_tokenizer()
+        text_encoder = build_text_encoder(tokenizer, hidden_size=args.text_encoder_hidden_size)
+    text_encoder.requires_grad_(args.train_text_encoder)
+    unet = MnistUNet2DConditionModel(
+        sample_size=args.resolution,
+        block_out_channels=args.block_out_channels,
+        layers_per_block=args.layers_per_block,
+        attention_levels=args.attention_levels,
+        attention_head_dim=args.attention_head_dim,
+        cross_attention_dim=text_encoder.config.hidden_size,
+        num_class_embeds=num_classes + 1,
+        norm_num_groups=min(8, min(args.block_out_channels)),
+    )
+    return tokenizer, text_encoder, unet
+
+
+def image_grid(images: list[Image.Image], rows: int, cols: int) -> Image.Image:
+    """Paste `rows * cols` same-size images into one grid, row by row."""
+    width, height = images[0].size
+    grid = Image.new(images[0].mode, (cols * width, rows * height))
+    for i, image in enumerate(images):
+        grid.paste(image, ((i % cols) * width, (i // cols) * height))
+    return grid
+
+
+def log_validation(
+    pipeline: MnistDiffusionPipeline, args: argparse.Namespace, accelerator: Accelerator, global_step: int
+) -> dict[str, tuple[str, Image.Image]]:
+    r"""
+    Generate one grid per validation prompt and one grid of every class (a row per class), save them as PNG in
+    `output_dir/validation/` and log them to TensorBoard.
+    """
+    pipeline.set_progress_bar_config(disable=True)
+    n = args.validation_images_per_class
+    call = dict(
+        num_inference_steps=args.validation_inference_steps,
+        guidance_scale=args.validation_guidance_scale,
+        num_images_per_prompt=n,
+    )
+    grids = {}  # TensorBoard tag -> (file name, grid)
+    if pipeline.num_classes:
+        generator = torch.Generator().manual_seed(args.seed)
+        images = pipeline(class_labels=list(range(pipeline.num_classes)), generator=generator, **call).images
+        grids["validation/classes"] = ("classes", image_grid(images, pipeline.num_classes, n))
+    if pipeline.text_encoder is not None:
+        for i, prompt in enumerate(args.validation_prompts or []):
+            generator = torch.Generator().manual_seed(args.seed)
+            images = pipeline(prompt, generator=generator, **call).images
+            grids[f"validation/prompt {i}: {prompt}"] = (f"prompt-{i}", image_grid(images, 1, n))
+    folder = os.path.join(args.output_dir, "validation")
+    os.makedirs(folder, exist_ok=True)
+    for name, grid in grids.values():
+        grid.save(os.path.join(folder, f"step-{global_step}_{name}.png"))
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            for tag, (_, grid) in grids.items():
+                tracker.writer.add_image(tag, np.asarray(grid), global_step, dataformats="HW")
+    return grids
+
+
+def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, global_step: int) -> str:
+    r"""
+    Save the full training state as `output_dir/checkpoint-{global_step}`, atomically.
+
+    The state goes to `checkpoint-N.tmp` first, which becomes `checkpoint-N` (holding `training_state.json`) by a
+    rename once complete, so a crash mid-write never leaves a broken latest checkpoint. Older checkpoints beyond
+    `--checkpoints_total_limit` are removed only after the new one is complete.
+    """
+    final = os.path.join(args.output_dir, f"checkpoint-{global_step}")
+    tmp = final + ".tmp"
+    if accelerator.is_main_process and os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(tmp)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with open(os.path.join(tmp, CHECKPOINT_STATE_NAME), "w") as f:
+            json.dump({"global_step": global_step}, f)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        if args.checkpoints_total_limit is not None:
+            for old in find_checkpoints(args.output_dir)[: -args.checkpoints_total_limit]:
+                shutil.rmtree(old)
+        logger.info(f"Saved state to {final}")
+    accelerator.wait_for_everyone()
+    return final
+
+
+def public_args(args: argparse.Namespace) -> dict:
+    """The arguments as JSON values, without the Hub token."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items() if k != "hub_token"}
+
+
+def tracker_config(args: argparse.Namespace) -> dict:
+    """The arguments as scalars and strings (what TensorBoard's hparams accept)."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in public_args(args).items()}
+
+
+def write_training_args(args: argparse.Namespace) -> None:
+    """Save the arguments as `training_args.json` in the output folder (also the marker that the folder is ours)."""
+    with open(os.path.join(args.output_dir, TRAINING_ARGS_NAME), "w") as f:
+        json.dump(public_args(args), f, indent=2)
+
+
+def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
+    r"""
+    Train and save the pipeline in `args.output_dir`; returns it on the main process.
+
+    Example:
+
+    ```py
+    >>> from training.train import main, parse_args
+
+    >>> main(parse_args(["--dataset_name", "ylecun/mnist", "--output_dir", "out", "--max_train_steps", "100"]))
+    ```
+    """
+    resume_path = check_output_dir(args)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    set_seed(args.seed)  # the same initial weights in every process
+
+    # Data: decoded once into uint8 tensors; captions are built per batch from labels and measured style.
+    data = prepare_training_data(
+        load_split(args.dataset_name, args.dataset_config_name, args.train_split, args.cache_dir),
+        image_column=args.image_column,
+        label_column=args.label_column,
+        caption_column=args.caption_column,
+        resolution=args.resolution,
+        max_train_samples=args.max_train_samples,
+    )
+    style_words = measure_style(data.images).words() if args.caption_mode == "label+style" else None
+    dataset = ImageClassDataset(data)
+    train_dataloader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=args.train_batch_size,
+        sampler=EpochShuffleSampler(len(dataset), seed=args.seed),
+        num_workers=args.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+
+    tokenizer, text_encoder, unet = build_models(args, num_classes=len(data.label_names))
+    null_class = len(data.label_names)
+    set_seed(args.seed, device_specific=True)  # different noise, timesteps and dropout in each process
+    noise_scheduler = MnistDDPMScheduler(prediction_type=args.prediction_type)
+    params = list(unet.parameters()) + (list(text_encoder.parameters()) if args.train_text_encoder else [])
+    ema = (
+        EMAModel(params, decay=args.ema_max_decay, use_ema_warmup=True, power=args.ema_power) if args.use_ema else None
+    )
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+
+    # Schedule (steps are optimizer updates; the lr scheduler steps once per process per update).
+    updates_per_epoch = math.ceil(
+        math.ceil(len(dataset) / (args.train_batch_size * accelerator.num_processes))
+        / args.gradient_accumulation_steps
+    )
+    max_train_steps = args.max_train_steps or args.num_epochs * updates_per_epoch
+    num_epochs = math.ceil(max_train_steps / updates_per_epoch)
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+    if args.train_text_encoder:
+        unet, text_encoder, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+            unet, text_encoder, optimizer, train_dataloader, lr_scheduler
+        )
+    else:
+        unet, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+            unet, optimizer, train_dataloader, lr_scheduler
+        )
+        text_encoder.to(accelerator.device)
+    trained = [unet] + ([text_encoder] if args.train_text_encoder else [])
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        write_training_args(args)
+        accelerator.init_trackers("mnist-diffusion", config=tracker_config(args))
+
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info("***** Running training *****")
+    logger.info(f"  Num examples = {len(dataset)}, classes = {data.label_names}")
+    logger.info(f"  Num epochs = {num_epochs}, total optimization steps = {max_train_steps}")
+    logger.info(f"  Total batch size (parallel, distributed & accumulation) = {total_batch_size}")
+
+    global_step = 0
+    if resume_path is not None:
+        accelerator.print(f"Resuming from checkpoint {resume_path}")
+        accelerator.load_state(resume_path)
+        with open(os.path.join(resume_path, CHECKPOINT_STATE_NAME)) as f:
+            global_step = json.load(f)["global_step"]
+    first_epoch = global_step // updates_per_epoch
+    batches_to_skip = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
+
+    progress_bar = tqdm(
+        range(max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
+    )
+    start_time, start_step = time.perf_counter(), global_step
+    for model in trained:
+        model.train()
+    for epoch in range(first_epoch, num_epochs):
+        if global_step >= max_train_steps:
+            break
+        epoch_dataloader = train_dataloader
+        if epoch == first_epoch and batches_to_skip:
+            epoch_dataloader = accelerator.skip_first_batches(train_dataloader, batches_to_skip)
+        epoch_dataloader.set_epoch(epoch)
+        for batch in epoch_dataloader:
+            with accelerator.accumulate(*trained):
+                loss = training_loss(
+                    batch, args, data.captions, data.label_names, style_words, null_class, tokenizer, text_encoder,
+                    unet, noise_scheduler, accelerator,
+                )  # fmt: skip
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.step(params)
+            global_step += 1
+            progress_bar.update(1)
+            images_per_second = (global_step - start_step) * total_batch_size / (time.perf_counter() - start_time)
+            logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0], "img/s": images_per_second}
+            progress_bar.set_postfix(
+                loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", img_s=f"{images_per_second:.0f}"
+            )
+            accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=global_step)
+
+            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+                checkpoint_dir = save_checkpoint(accelerator, args, global_step)
+                if accelerator.is_main_process and args.push_to_hub and args.push_checkpoints:
+                    push_checkpoint(checkpoint_dir, hub_repo_id(args), token=args.hub_token)
+            is_last = global_step >= max_train_steps
+            if (
+                accelerator.is_main_process
+                and args.validation_steps
+                and (global_step % args.validation_steps == 0 or is_last)
+            ):
+                with ema_weights(ema, params):
+                    log_validation(
+                        build_pipeline(accelerator, unet, text_encoder, tokenizer, noise_scheduler, data.id2label),
+                        args, accelerator, global_step,
+                    )  # fmt: skip
+                for model in trained:
+                    model.train()
+            if is_last:
+                break
+
+    accelerator.wait_for_everyone()
+    pipeline = None
+    if accelerator.is_main_process:
+        if ema is not None:
+            ema.copy_to(params)
+        pipeline = build_pipeline(accelerator, unet, text_encoder, tokenizer, noise_scheduler, data.id2label)
+        pipeline.save_pretrained(args.output_dir)
+        write_training_args(args)
+        logger.info(f"Saved the pipeline to {args.output_dir}")
+        if args.push_to_hub:
+            push_pipeline_to_hub(args.output_dir, hub_repo_id(args), token=args.hub_token)
+    accelerator.end_training()
+    return pipeline
+
+
+def hub_repo_id(args: argparse.Namespace) -> str:
+    """`--hub_model_id`, or the name of `--output_dir`."""
+    return args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+
+
+@contextlib.contextmanager
+def ema_weights(ema: EMAModel | None, params: list[torch.nn.Parameter]):
+    """Within the block, `params` hold the EMA weights (when `ema` is given); the training weights come back after."""
+    if ema is None:
+        yield
+        return
+    ema.store(params)
+    ema.copy_to(params)
+    try:
+        yield
+    finally:
+        ema.restore(params)
+
+
+def build_pipeline(
+    accelerator: Accelerator,
+    unet: torch.nn.Module,
+    text_encoder: torch.nn.Module,
+    tokenizer: CLIPTokenizer,
+    scheduler: MnistDDPMScheduler,
+    id2label: dict[str, str],
+) -> MnistDiffusionPipeline:
+    """An eval-mode pipeline around the (unwrapped) models being trained."""
+    unet = accelerator.unwrap_model(unet).eval()
+    text_encoder = accelerator.unwrap_model(text_encoder).eval()
+    return MnistDiffusionPipeline(
+        unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, id2label=id2label
+    )
+
+
+def training_loss(
+    batch: dict[str, torch.Tensor],
+    args: argparse.Namespace,
+    captions: list[str] | None,
+    label_names: list[str],
+    style_words: list[tuple[str, str, str]] | None,
+    null_class: int,
+    tokenizer: CLIPTokenizer,
+    text_encoder: torch.nn.Module,
+    unet: torch.nn.Module,
+    noise_scheduler: MnistDDPMScheduler,
+    accelerator: Accelerator,
+) -> torch.Tensor:
+    r"""
+    The (Min-SNR weighted) diffusion loss of one batch, with conditioning dropout.
+
+    Captions come from `--caption_column`, or from the label and a random phrasing (plus the image's style words in
+    `label+style` mode). With probability `p = --cond_dropout_prob` each, a sample gets the empty prompt and the null
+    class (the unconditional branch of classifier-free guidance), the empty prompt only, or the null class only.
+    """
+    pixel_values, labels, indices = batch["pixel_values"], batch["labels"], batch["indices"].cpu()
+    bsz, device = pixel_values.shape[0], pixel_values.device
+    if captions is not None:
+        texts = [captions[i] for i in indices.tolist()]
+    else:
+        phrasings = torch.randint(0, 1 << 16, (bsz,))
+        words = [style_words[i] for i in indices.tolist()] if style_words is not None else None
+        texts = build_captions(label_names, labels.cpu(), args.caption_mode, phrasings, words)
+    u = torch.rand(bsz)
+    p = args.cond_dropout_prob
+    drop_text = u < 2 * p
+    drop_class = (u < p) | ((u >= 2 * p) & (u < 3 * p))
+    texts = ["" if drop else text for text, drop in zip(texts, drop_text.tolist(), strict=True)]
+    class_labels = torch.where(drop_class.to(device), torch.full_like(labels, null_class), labels)
+    tokens = tokenizer(
+        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
+    input_ids, attention_mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+
+    noise = torch.randn_like(pixel_values)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=device)
+    noisy = noise_scheduler.add_noise(pixel_values, noise, timesteps)
+    target = noise_scheduler.training_target(pixel_values, noise, timesteps)
+    with accelerator.autocast():
+        encoder_hidden_states = text_encoder(input_ids, attention_mask=attention_mask)[0]
+        model_pred = unet(
+            noisy,
+            timesteps,
+            encoder_hidden_states=encoder_hidden_states,
+            class_labels=class_labels,
+            encoder_attention_mask=attention_mask,
+        ).sample
+    per_sample = F.mse_loss(model_pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    if args.snr_gamma:
+        per_sample = per_sample * noise_scheduler.min_snr_loss_weights(timesteps, args.snr_gamma)
+    return per_sample.mean()
+
+
+if __name__ == "__main__":
+    main(parse_args())
