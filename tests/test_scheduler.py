@@ -13,6 +13,7 @@ def test_is_a_ddpm_scheduler_with_digit_defaults():
     assert isinstance(scheduler, DDPMScheduler)
     assert scheduler.config.beta_schedule == "squaredcos_cap_v2"
     assert scheduler.config.timestep_spacing == "trailing"
+    assert scheduler.config.prediction_type == "v_prediction"
     reference = DDPMScheduler(beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing")
     assert torch.equal(scheduler.alphas_cumprod, reference.alphas_cumprod)
     scheduler.set_timesteps(10)

@@ -97,7 +97,11 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="Train the text encoder jointly (default: yes for the built one, no for a loaded one).",
     )
     model.add_argument("--text_encoder_hidden_size", type=int, default=64, help="Hidden size of a built encoder.")
-    model.add_argument("--prediction_type", default="epsilon", help=f"One of {list(PREDICTION_TYPES)}.")
+    model.add_argument(
+        "--prediction_type",
+        default="v_prediction",
+        help=f"One of {list(PREDICTION_TYPES)}; v_prediction (default) keeps few-step samplers stable, see README.",
+    )
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--output_dir", default="mnist-diffusion-model")

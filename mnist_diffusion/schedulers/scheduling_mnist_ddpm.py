@@ -32,9 +32,10 @@ def predict_original_sample(
     >>> from mnist_diffusion.schedulers import MnistDDPMScheduler, predict_original_sample
 
     >>> scheduler = MnistDDPMScheduler()
-    >>> x0, noise = torch.zeros(1, 1, 28, 28), torch.randn(1, 1, 28, 28)
-    >>> xt = scheduler.add_noise(x0, noise, torch.tensor([500]))
-    >>> torch.allclose(predict_original_sample(scheduler, xt, noise, 500), x0, atol=1e-4)
+    >>> x0, noise, t = torch.zeros(1, 1, 28, 28), torch.randn(1, 1, 28, 28), torch.tensor([500])
+    >>> xt = scheduler.add_noise(x0, noise, t)
+    >>> target = scheduler.training_target(x0, noise, t)  # what a perfect model predicts
+    >>> torch.allclose(predict_original_sample(scheduler, xt, target, t), x0, atol=1e-4)
     True
     ```
     """
@@ -74,6 +75,10 @@ class MnistDDPMScheduler(DDPMScheduler):
       noise; the cosine schedule destroys information evenly across timesteps.
     - `timestep_spacing="trailing"`: inference with few steps starts at the last training timestep (pure noise), as
       recommended by Lin et al. (2024); this matters when swapping in DDIM or DPM-Solver with 20-50 steps.
+    - `prediction_type="v_prediction"`: under the cosine schedule the last timesteps have SNR near 1e-9, where
+      recovering x_0 from predicted noise divides by `sqrt(alpha_bar)` (about 5e-5 at t=999), so deterministic
+      samplers (DDIM, DPM-Solver++) start from garbage; with `v` the clean image is `sqrt(a) x_t - sqrt(1 - a) v`,
+      well conditioned at every timestep (Salimans & Ho, 2022).
     - `clip_sample=True` with range 1.0: images live in [-1, 1].
 
     Example:
@@ -108,7 +113,7 @@ class MnistDDPMScheduler(DDPMScheduler):
         trained_betas: np.ndarray | list[float] | None = None,
         variance_type: str = "fixed_small",
         clip_sample: bool = True,
-        prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon",
+        prediction_type: Literal["epsilon", "sample", "v_prediction"] = "v_prediction",
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         clip_sample_range: float = 1.0,
