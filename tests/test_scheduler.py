@@ -14,7 +14,8 @@ def test_is_a_ddpm_scheduler_with_digit_defaults():
     assert scheduler.config.beta_schedule == "squaredcos_cap_v2"
     assert scheduler.config.timestep_spacing == "trailing"
     assert scheduler.config.prediction_type == "v_prediction"
-    reference = DDPMScheduler(beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing")
+    assert scheduler.config.clip_sample is False
+    reference = DDPMScheduler(beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing", clip_sample=False)
     assert torch.equal(scheduler.alphas_cumprod, reference.alphas_cumprod)
     scheduler.set_timesteps(10)
     reference.set_timesteps(10)

@@ -79,7 +79,9 @@ class MnistDDPMScheduler(DDPMScheduler):
       recovering x_0 from predicted noise divides by `sqrt(alpha_bar)` (about 5e-5 at t=999), so deterministic
       samplers (DDIM, DPM-Solver++) start from garbage; with `v` the clean image is `sqrt(a) x_t - sqrt(1 - a) v`,
       well conditioned at every timestep (Salimans & Ho, 2022).
-    - `clip_sample=True` with range 1.0: images live in [-1, 1].
+    - `clip_sample=False`: DDIM, built from this config by a scheduler swap, clips x_0 but keeps the unclipped noise
+      estimate, which derails it with v-prediction (measured on a 700-step model, 50 class-conditioned samples:
+      DDIM-50 28% conditional accuracy with clipping, 88% without; DDPM-50 88% with, 84% without, within noise).
 
     Example:
 
@@ -112,7 +114,7 @@ class MnistDDPMScheduler(DDPMScheduler):
         beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"] = "squaredcos_cap_v2",
         trained_betas: np.ndarray | list[float] | None = None,
         variance_type: str = "fixed_small",
-        clip_sample: bool = True,
+        clip_sample: bool = False,
         prediction_type: Literal["epsilon", "sample", "v_prediction"] = "v_prediction",
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
