@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-from diffusers.utils import make_image_grid
 
 from .hub import push_pipeline_to_hub
+from .image_grid import image_grid
 from .pipelines import MnistDiffusionPipeline
 from .schedulers import MnistDDPMScheduler
 
@@ -56,9 +56,7 @@ def generate(args: argparse.Namespace) -> Path:
     ).images
     cols = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
-    blank = images[0].copy()
-    blank.paste(0, (0, 0, *blank.size))
-    grid = make_image_grid(images + [blank] * (rows * cols - len(images)), rows=rows, cols=cols)
+    grid = image_grid(images, rows=rows, cols=cols)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     grid.save(output)

@@ -8,6 +8,7 @@ import pytest
 from conftest import make_tiny_pipeline
 
 from mnist_diffusion.cli import load_pipeline, main
+from mnist_diffusion.image_grid import image_grid
 
 
 @pytest.fixture
@@ -21,7 +22,13 @@ def test_generate_writes_a_grid(saved_pipeline, tmp_path):
     argv = ["generate", "a thick 7", "--model", str(saved_pipeline), "-n", "5", "-o", str(output), "--steps", "2"]
     assert main(argv + ["--class-label", "7", "--scheduler", "dpm", "--seed", "1"]) == 0
     grid = PIL.Image.open(output)
-    assert grid.size == (3 * 8, 2 * 8)
+    assert grid.size == (3 * 8, 2 * 8) and grid.mode == "L"
+    assert grid.crop((2 * 8, 8, 3 * 8, 2 * 8)).getextrema() == (0, 0)  # the sixth cell is left black
+
+
+def test_image_grid_refuses_more_images_than_cells():
+    with pytest.raises(ValueError, match="Got 7 images for a 2x3 grid"):
+        image_grid([PIL.Image.new("L", (8, 8))] * 7, rows=2, cols=3)
 
 
 def test_load_pipeline_swaps_the_scheduler(saved_pipeline):

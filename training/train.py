@@ -33,6 +33,7 @@ from mnist_diffusion import (
 from mnist_diffusion.captions import CAPTION_MODES, build_captions, measure_style
 from mnist_diffusion.data import EpochShuffleSampler, ImageClassDataset, load_split, prepare_training_data
 from mnist_diffusion.hub import push_checkpoint, push_pipeline_to_hub
+from mnist_diffusion.image_grid import image_grid
 
 logger = get_logger(__name__)
 
@@ -301,15 +302,6 @@ def build_models(
         norm_num_groups=min(8, min(args.block_out_channels)),
     )
     return tokenizer, text_encoder, unet
-
-
-def image_grid(images: list[Image.Image], rows: int, cols: int) -> Image.Image:
-    """Paste `rows * cols` same-size images into one grid, row by row."""
-    width, height = images[0].size
-    grid = Image.new(images[0].mode, (cols * width, rows * height))
-    for i, image in enumerate(images):
-        grid.paste(image, ((i % cols) * width, (i // cols) * height))
-    return grid
 
 
 def log_validation(
