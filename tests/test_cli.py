@@ -7,7 +7,8 @@ import PIL.Image
 import pytest
 from conftest import make_tiny_pipeline
 
-from mnist_diffusion.cli import load_pipeline, main
+from mnist_diffusion.cli import main
+from mnist_diffusion.commands.loading import open_pipeline
 from mnist_diffusion.image_grid import image_grid
 
 
@@ -31,10 +32,10 @@ def test_image_grid_refuses_more_images_than_cells():
         image_grid([PIL.Image.new("L", (8, 8))] * 7, rows=2, cols=3)
 
 
-def test_load_pipeline_swaps_the_scheduler(saved_pipeline):
-    assert type(load_pipeline(str(saved_pipeline), "ddim").scheduler).__name__ == "DDIMScheduler"
+def test_open_pipeline_swaps_the_scheduler(saved_pipeline):
+    assert type(open_pipeline(str(saved_pipeline), "ddim").scheduler).__name__ == "DDIMScheduler"
     with pytest.raises(ValueError, match="Unknown scheduler 'euler'"):
-        load_pipeline(str(saved_pipeline), "euler")
+        open_pipeline(str(saved_pipeline), "euler")
 
 
 def test_console_script_reports_bad_input(saved_pipeline, tmp_path):

@@ -1,0 +1,1 @@
+"""The subcommands of `mnist-diffusion`, one module each, every one exposing `register(subparsers)`."""

@@ -1,0 +1,47 @@
+"""`mnist-diffusion push`: upload a saved pipeline to the Hugging Face Hub with its code and model card."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..hub import push_pipeline_to_hub
+
+
+def push(args: argparse.Namespace) -> str:
+    """Upload the saved pipeline `args.model` to the Hub repo `args.repo_id`: weights, code, model card, samples."""
+    if args.sample_steps < 1:
+        raise ValueError(f"--sample-steps is {args.sample_steps}; expected at least 1.")
+    commit = push_pipeline_to_hub(
+        args.model,
+        args.repo_id,
+        token=args.token,
+        private=args.private or None,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        create_pr=args.create_pr,
+        variant=args.variant,
+        delete_missing=args.delete_missing,
+        samples=args.samples,
+        sample_steps=args.sample_steps,
+    )
+    print(f"Pushed {args.model} to {commit.pr_url or commit.commit_url}")
+    return commit.oid
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the `push` subcommand to the `mnist-diffusion` parser."""
+    hub = commands.add_parser("push", help="Upload a saved pipeline to the Hugging Face Hub, with a model card.")
+    hub.add_argument("model", help="Folder of a pipeline saved with save_pretrained (or by training/train.py).")
+    hub.add_argument("--repo-id", required=True, help='Hub repo, e.g. "user/mnist-diffusion"; created if needed.')
+    hub.add_argument("--revision", help="Branch to push to, created from main if needed (default main).")
+    hub.add_argument("--private", action="store_true", help="Create the repo as private (an existing repo is kept).")
+    hub.add_argument("--variant", choices=["fp16", "bf16"], help="Also upload half-precision weights.")
+    hub.add_argument("--commit-message", help='Default "Upload MnistDiffusionPipeline".')
+    hub.add_argument("--create-pr", action="store_true", help="Open a pull request instead of committing.")
+    hub.add_argument(
+        "--delete-missing", action="store_true", help="Delete the repo's files that this push does not contain."
+    )
+    hub.add_argument("--no-samples", dest="samples", action="store_false", help="Do not generate samples.png.")
+    hub.add_argument("--sample-steps", type=int, default=50, help="Denoising steps for samples.png (default 50).")
+    hub.add_argument("--token", help="Hub token (default: HF_TOKEN, or the one saved by `hf auth login`).")
+    hub.set_defaults(func=push)

@@ -1,0 +1,8 @@
+"""Paths of the models shipped inside the package (safetensors + config), usable offline with `from_pretrained`."""
+
+from pathlib import Path
+
+PRETRAINED_DIR = Path(__file__).parent
+
+# Scores MNIST samples: conditional accuracy and classifier FID (`training/train_classifier.py`).
+MNIST_CLASSIFIER = PRETRAINED_DIR / "mnist-classifier"
