@@ -23,6 +23,8 @@ SIZE_BOUNDS = (0.57, 0.64)
 THICKNESS_WORDS = ("thin", "regular", "thick")
 SLANT_WORDS = ("left-slanted", "upright", "right-slanted")
 SIZE_WORDS = ("small", "medium", "large")
+#: Other ways captions say a slant, so that prompts like "a thick slanted 7" (handwriting leans right) are understood.
+SLANT_SYNONYMS = {"right-slanted": ("right-slanted", "slanted"), "upright": ("upright", "straight")}
 
 
 @dataclass
@@ -185,7 +187,8 @@ def build_captions(
 ) -> list[str]:
     r"""
     One caption per image from its label, the phrasing index `phrasings[i]` (taken modulo the number of phrasings)
-    and, in `label+style` mode, its `(thickness, slant, size)` words from [`StyleMeasurements.words`].
+    and, in `label+style` mode, its `(thickness, slant, size)` words from [`StyleMeasurements.words`]. The phrasing
+    index also picks a synonym of the slant word from `SLANT_SYNONYMS` ("right-slanted" is sometimes "slanted").
 
     Example:
 
@@ -207,6 +210,8 @@ def build_captions(
         template = options[phrasing % len(options)]
         if caption_mode == "label+style":
             thickness, slant, size = style_words[i]
+            synonyms = SLANT_SYNONYMS.get(slant, (slant,))
+            slant = synonyms[phrasing // len(options) % len(synonyms)]
             template = template.format(thickness=thickness, slant=slant, size=size)
         captions.append(template)
     return captions

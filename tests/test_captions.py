@@ -61,3 +61,25 @@ def test_every_generated_caption_fits_the_tokenizer_and_uses_its_vocabulary():
             caption = template.format(thickness="regular", slant="left-slanted", size="medium")
             tokens = tokenizer(caption, truncation=False).input_ids
             assert len(tokens) <= tokenizer.model_max_length, caption
+
+
+def test_slant_synonyms_teach_plain_slanted_and_straight():
+    labels, words = (
+        torch.tensor([7, 7, 7, 7]),
+        [("thick", "right-slanted", "large")] * 2 + [("thin", "upright", "small")] * 2,
+    )
+    captions = build_captions([str(i) for i in range(10)], labels, "label+style", torch.tensor([4, 13, 4, 13]), words)
+    assert captions == [
+        "a thick right-slanted seven",
+        "a thick slanted seven",
+        "a thin upright seven",
+        "a thin straight seven",
+    ]
+    left = build_captions(
+        [str(i) for i in range(10)],
+        torch.tensor([1]),
+        "label+style",
+        torch.tensor([13]),
+        [("thin", "left-slanted", "small")],
+    )
+    assert left == ["a thin left-slanted one"]
