@@ -5,14 +5,16 @@ from __future__ import annotations
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from ..pipelines import MnistDiffusionPipeline
+from ..pretrained import DIFFUSION_MODEL
 from ..schedulers import MnistDDPMScheduler
 
 SCHEDULERS = {"ddpm": MnistDDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
 
 
-def open_pipeline(model: str, scheduler: str | None = None) -> MnistDiffusionPipeline:
+def open_pipeline(model: str | None = None, scheduler: str | None = None) -> MnistDiffusionPipeline:
     r"""
-    Load a pipeline from a local folder or a Hub repo id, optionally swapping its scheduler ("ddpm", "ddim", "dpm").
+    Load a pipeline from a local folder or a Hub repo id (default: the released model shipped in the package),
+    optionally swapping its scheduler ("ddpm", "ddim", "dpm").
 
     Example:
 
@@ -24,7 +26,7 @@ def open_pipeline(model: str, scheduler: str | None = None) -> MnistDiffusionPip
     """
     if scheduler is not None and scheduler not in SCHEDULERS:
         raise ValueError(f"Unknown scheduler {scheduler!r}; expected one of {sorted(SCHEDULERS)}.")
-    pipe = MnistDiffusionPipeline.from_pretrained(model)
+    pipe = MnistDiffusionPipeline.from_pretrained(DIFFUSION_MODEL if model is None else model)
     if scheduler is not None:
         pipe.scheduler = SCHEDULERS[scheduler].from_config(pipe.scheduler.config)
     return pipe

@@ -4,5 +4,8 @@ from pathlib import Path
 
 PRETRAINED_DIR = Path(__file__).parent
 
+# The released digits pipeline: the default model of the CLI and of the README quickstart.
+DIFFUSION_MODEL = PRETRAINED_DIR / "mnist-diffusion"
+
 # Scores MNIST samples: conditional accuracy and classifier FID (`training/train_classifier.py`).
 MNIST_CLASSIFIER = PRETRAINED_DIR / "mnist-classifier"
