@@ -95,7 +95,7 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         super().__init__()
         if (text_encoder is None) != (tokenizer is None):
             raise ValueError("Pass both `text_encoder` and `tokenizer`, or neither (a class-only model).")
-        cross_attention_dim = unet.config.cross_attention_dim
+        cross_attention_dim = unet.config.get("cross_attention_dim")  # a class-only UNet2DModel has none
         if text_encoder is not None and cross_attention_dim != text_encoder.config.hidden_size:
             raise ValueError(
                 f"The text encoder's hidden size ({text_encoder.config.hidden_size}) does not match the UNet's "
@@ -449,19 +449,20 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator)
         trajectory_latents, trajectory_originals = [latents], []
 
-        # 5. Denoising loop
+        # 5. Denoising loop (a class-only UNet, e.g. diffusers' UNet2DModel, takes no text arguments at all)
         self._num_timesteps = len(timesteps)
+        text_inputs = {}
+        if encoder_hidden_states is not None:
+            text_inputs = {
+                "encoder_hidden_states": encoder_hidden_states,
+                "encoder_attention_mask": encoder_attention_mask,
+            }
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 model_input = torch.cat([latents] * 2) if do_classifier_free_guidance else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 noise_pred = self.unet(
-                    model_input,
-                    t,
-                    encoder_hidden_states=encoder_hidden_states,
-                    class_labels=unet_class_labels,
-                    encoder_attention_mask=encoder_attention_mask,
-                    return_dict=False,
+                    model_input, t, class_labels=unet_class_labels, return_dict=False, **text_inputs
                 )[0]
                 if do_classifier_free_guidance:
                     noise_pred_uncond, noise_pred_cond = noise_pred.chunk(2)

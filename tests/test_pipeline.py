@@ -10,6 +10,7 @@ from diffusers import (
     DiffusionPipeline,
     DPMSolverMultistepScheduler,
     UNet2DConditionModel,
+    UNet2DModel,
 )
 
 from mnist_diffusion import MnistDDPMScheduler, MnistDiffusionPipeline, MnistDiffusionPipelineOutput
@@ -144,6 +145,32 @@ def test_stock_unet2dconditionmodel_can_replace_the_unet(tiny_pipeline):
     guided = run(pipe, prompt="a thick 7", class_labels="7", guidance_scale=3.0)
     assert guided.shape == (1, 1, 8, 8)
     assert not torch.allclose(guided, run(pipe, prompt="a thick 7", class_labels="7", guidance_scale=1.0))
+
+
+def test_class_conditional_unet2dmodel_runs_without_text_arguments(tiny_pipeline, tmp_path):
+    torch.manual_seed(0)
+    stock = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+        num_class_embeds=11,
+    )
+    pipe = MnistDiffusionPipeline(unet=stock, scheduler=tiny_pipeline.scheduler, id2label=DIGIT_NAMES)
+    pipe.set_progress_bar_config(disable=True)
+    with pytest.raises(ValueError, match="no text encoder"):
+        pipe(prompt="a 7")
+    seven, one = run(pipe, class_labels="7"), run(pipe, class_labels="1")
+    assert seven.shape == (1, 1, 8, 8) and not torch.allclose(seven, one)
+    assert not torch.allclose(run(pipe, class_labels="7", guidance_scale=1.0), seven)  # the default 3.0 guides
+    pipe.save_pretrained(tmp_path)
+    reloaded = MnistDiffusionPipeline.from_pretrained(tmp_path)
+    reloaded.set_progress_bar_config(disable=True)
+    assert type(reloaded.unet) is UNet2DModel and torch.equal(run(reloaded, class_labels="7"), seven)
 
 
 def test_save_pretrained_writes_safetensors_and_both_loaders_restore(tiny_pipeline, tmp_path):
