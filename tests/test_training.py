@@ -223,3 +223,76 @@ def test_find_checkpoints_ignores_incomplete_ones(train_module, tmp_path):
         if complete:
             (tmp_path / name / "training_state.json").write_text("{}")
     assert [Path(p).name for p in train_module.find_checkpoints(str(tmp_path))] == ["checkpoint-2", "checkpoint-10"]
+
+
+@pytest.fixture(scope="module")
+def eval_setup(tmp_path_factory) -> tuple[Path, Path]:
+    """A parquet dataset with train and test splits, and a tiny saved classifier for its 8x8 images and 4 classes."""
+    from mnist_diffusion.classifier import MnistClassifier
+
+    root = tmp_path_factory.mktemp("eval")
+    make_digit_dataset().to_parquet(str(root / "data" / "train-00000-of-00001.parquet"))
+    make_digit_dataset(num_samples=20, seed=1).to_parquet(str(root / "data" / "test-00000-of-00001.parquet"))
+    torch.manual_seed(0)
+    MnistClassifier(num_classes=4, sample_size=8, block_out_channels=(4, 8), feature_dim=8).save_pretrained(
+        root / "classifier"
+    )
+    return root / "data", root / "classifier"
+
+
+def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the TensorBoard event files under `log_dir`, as `{tag: [(step, value), ...]}`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = {}
+    for events in log_dir.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    return scalars
+
+
+def test_eval_classifier_logs_metrics_at_every_validation_step(eval_setup, tmp_path):
+    dataset, classifier = eval_setup
+    output_dir = tmp_path / "out"
+    result = launch(
+        ["--dataset_name", str(dataset), "--output_dir", str(output_dir), "--max_train_steps", "3",
+         "--validation_steps", "2", "--checkpointing_steps", "0", "--eval_classifier", str(classifier),
+         "--eval_num_samples", "6"]
+    )  # fmt: skip
+    history = [json.loads(line) for line in (output_dir / "eval_history.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in history] == [2, 3]  # every --validation_steps, and the last step
+    for entry in history:
+        assert 0 <= entry["conditional_accuracy"] <= 1 and entry["classifier_fid"] >= 0
+        assert entry["num_samples"] == 6 and entry["num_reference_images"] == 20
+        assert sorted(entry["per_class_accuracy"]) == ["0", "1", "2", "3"]
+    assert f"Step 3: conditional accuracy {history[1]['conditional_accuracy']:.3f}" in result.stderr
+    scalars = read_scalars(output_dir / "logs")
+    for tag, key in (("eval/conditional_accuracy", "conditional_accuracy"), ("eval/classifier_fid", "classifier_fid")):
+        assert [step for step, _ in scalars[tag]] == [2, 3]
+        np.testing.assert_allclose([value for _, value in scalars[tag]], [e[key] for e in history], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--eval_classifier", "{empty}"], "holds no MnistClassifier"),
+        (["--eval_classifier", "{classifier}", "--eval_num_samples", "0"], "--eval_num_samples is 0"),
+        (["--eval_classifier", "{classifier}", "--resolution", "16"], "expected 1-channel 16x16 images"),
+        (["--eval_classifier", "{classifier}", "--eval_split", "validation"], "Split 'validation' not found"),
+        (["--eval_classifier", "{classifier}", "--validation_steps", "0"], "--validation_steps is 0"),
+    ],
+)
+def test_bad_eval_input_fails_before_training(train_module, eval_setup, tmp_path, extra, message):
+    dataset, classifier = eval_setup
+    (tmp_path / "empty").mkdir()
+    extra = [value.format(empty=tmp_path / "empty", classifier=classifier) for value in extra]
+    output_dir = tmp_path / "out"
+    with pytest.raises(ValueError, match=message):
+        train_module.main(
+            train_module.parse_args(
+                [*TINY_TRAINING_ARGS, "--dataset_name", str(dataset), "--output_dir", str(output_dir), *extra]
+            )
+        )
+    assert not output_dir.exists()

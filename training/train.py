@@ -31,9 +31,12 @@ from mnist_diffusion import (
     build_text_encoder,
 )
 from mnist_diffusion.captions import CAPTION_MODES, build_captions, measure_style
+from mnist_diffusion.classifier import MnistClassifier
 from mnist_diffusion.data import EpochShuffleSampler, ImageClassDataset, load_split, prepare_training_data
 from mnist_diffusion.hub import push_checkpoint, push_pipeline_to_hub
 from mnist_diffusion.image_grid import image_grid
+from mnist_diffusion.metrics import conditional_accuracy, frechet_distance
+from mnist_diffusion.visualization import EVAL_HISTORY_NAME
 
 logger = get_logger(__name__)
 
@@ -81,7 +84,9 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     )
 
     model = parser.add_argument_group("model")
-    model.add_argument("--block_out_channels", default="32,64,128", help="UNet channels per level.")
+    model.add_argument(
+        "--block_out_channels", default="16,32,64", help="UNet channels per level (0.8M parameters by default)."
+    )
     model.add_argument("--layers_per_block", type=int, default=1)
     model.add_argument("--attention_levels", default="0,1,1", help="1/0 per level: self- and cross-attention.")
     model.add_argument("--attention_head_dim", type=int, default=32)
@@ -108,7 +113,9 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     optim.add_argument("--output_dir", default="mnist-diffusion-model")
     optim.add_argument("--seed", type=int, default=0)
     optim.add_argument("--train_batch_size", type=int, default=128, help="Per process.")
-    optim.add_argument("--num_epochs", type=int, default=1, help="One MNIST epoch: ~470 steps at batch 128.")
+    optim.add_argument(
+        "--num_epochs", type=int, default=2, help="One MNIST epoch: ~470 steps at batch 128 (~8 min on 2 CPU cores)."
+    )
     optim.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_epochs.")
     optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
     optim.add_argument("--learning_rate", type=float, default=1e-3)
@@ -151,6 +158,22 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="With --push_to_hub, also upload each checkpoint to checkpoints/checkpoint-N/ in the Hub repo.",
     )
 
+    evaluation = parser.add_argument_group("evaluation (at every validation step)")
+    evaluation.add_argument(
+        "--eval_classifier",
+        default=None,
+        help="A saved MnistClassifier (e.g. mnist_diffusion/pretrained/mnist-classifier). At every validation step, "
+        "--eval_num_samples class-conditioned samples (with the validation steps and guidance scale) are scored by "
+        f"conditional accuracy and classifier FID against real images; logged as eval/* and to {EVAL_HISTORY_NAME}.",
+    )
+    evaluation.add_argument(
+        "--eval_num_samples", type=int, default=250, help="Samples per evaluation, spread evenly over the classes."
+    )
+    evaluation.add_argument(
+        "--eval_dataset", default=None, help="Real reference images (Hub id or folder); default: --dataset_name."
+    )
+    evaluation.add_argument("--eval_split", default="test", help="The split of --eval_dataset to compare with.")
+
     args = parser.parse_args(input_args)
     args.block_out_channels = parse_int_list("--block_out_channels", args.block_out_channels)
     args.attention_levels = tuple(bool(v) for v in parse_int_list("--attention_levels", args.attention_levels))
@@ -179,6 +202,10 @@ def validate_args(args: argparse.Namespace) -> None:
     for flag, value, allowed in choices:
         if value not in allowed:
             raise ValueError(f"{flag} is {value!r}; expected one of {[a for a in allowed if a]}.")
+    if args.eval_classifier and not args.validation_steps:
+        raise ValueError("--eval_classifier scores samples at validation steps, but --validation_steps is 0.")
+    if args.eval_num_samples < 2:
+        raise ValueError(f"--eval_num_samples is {args.eval_num_samples}; expected at least 2 (for classifier FID).")
     if args.push_checkpoints and not args.push_to_hub:
         raise ValueError("--push_checkpoints uploads checkpoints to the --push_to_hub repo; pass --push_to_hub too.")
     if not 0 <= args.cond_dropout_prob <= 1 / 3:
@@ -339,6 +366,101 @@ def log_validation(
     return grids
 
 
+class SampleEvaluator:
+    r"""
+    Scores samples of the pipeline being trained with a classifier: conditional accuracy and classifier FID.
+
+    Args:
+        classifier (`MnistClassifier`): Recognises the dataset's classes at the training resolution.
+        reference_features (`torch.Tensor`): The classifier's features of the real reference images.
+        label_names (`list[str]`): Name of each class id.
+    """
+
+    def __init__(self, classifier: MnistClassifier, reference_features: torch.Tensor, label_names: list[str]):
+        self.classifier = classifier
+        self.reference_features = reference_features
+        self.label_names = label_names
+
+    def evaluate(self, pipeline: MnistDiffusionPipeline, args: argparse.Namespace) -> dict:
+        r"""
+        Generate `--eval_num_samples` class-conditioned samples (class ids in turn, the same noise at every call) and
+        score them: `{"conditional_accuracy", "classifier_fid", "per_class_accuracy", "num_samples",
+        "num_reference_images"}`.
+        """
+        pipeline.set_progress_bar_config(disable=True)
+        requested = torch.arange(args.eval_num_samples) % len(self.label_names)
+        generator = torch.Generator().manual_seed(args.seed)
+        images = [
+            pipeline(
+                class_labels=batch.tolist(),
+                num_inference_steps=args.validation_inference_steps,
+                guidance_scale=args.validation_guidance_scale,
+                generator=generator,
+                output_type="pt",
+            ).images
+            for batch in requested.split(args.train_batch_size)
+        ]
+        predicted, features = self.classifier.predict(torch.cat(images))
+        accuracy = conditional_accuracy(predicted, requested)
+        return {
+            "conditional_accuracy": accuracy.overall,
+            "classifier_fid": frechet_distance(features, self.reference_features),
+            "per_class_accuracy": {self.label_names[c]: value for c, value in accuracy.per_class.items()},
+            "num_samples": args.eval_num_samples,
+            "num_reference_images": len(self.reference_features),
+        }
+
+
+def build_evaluator(args: argparse.Namespace, label_names: list[str], device: torch.device) -> SampleEvaluator:
+    r"""
+    Load `--eval_classifier`, check that it fits the data, and embed the real reference images (`--eval_split` of
+    `--eval_dataset`) once; raises `ValueError` naming the flag for a folder without a classifier, a classifier for
+    another resolution or number of classes, or a missing split.
+    """
+    try:
+        classifier = MnistClassifier.from_pretrained(args.eval_classifier)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"--eval_classifier {args.eval_classifier!r} holds no MnistClassifier ({str(error).splitlines()[0]}); "
+            "expected a folder written by `MnistClassifier.save_pretrained` such as "
+            "mnist_diffusion/pretrained/mnist-classifier."
+        ) from error
+    config = classifier.config
+    expected = (1, args.resolution, len(label_names))
+    if (config.in_channels, config.sample_size, config.num_classes) != expected:
+        raise ValueError(
+            f"--eval_classifier {args.eval_classifier!r} classifies {config.in_channels}-channel "
+            f"{config.sample_size}x{config.sample_size} images into {config.num_classes} classes; expected 1-channel "
+            f"{args.resolution}x{args.resolution} images (--resolution) into {len(label_names)} classes (the "
+            "dataset's)."
+        )
+    eval_dataset = args.eval_dataset or args.dataset_name
+    try:
+        split = load_split(eval_dataset, args.dataset_config_name, args.eval_split, args.cache_dir)
+    except ValueError as error:
+        raise ValueError(f"--eval_dataset {eval_dataset!r}, --eval_split {args.eval_split!r}: {error}") from error
+    reference = prepare_training_data(
+        split, image_column=args.image_column, label_column=args.label_column, resolution=args.resolution
+    )
+    classifier.to(device)
+    _, reference_features = classifier.predict(reference.images.float() / 255.0)
+    return SampleEvaluator(classifier, reference_features, label_names)
+
+
+def log_evaluation(metrics: dict, args: argparse.Namespace, accelerator: Accelerator, global_step: int) -> None:
+    r"""
+    Log evaluation metrics to the trackers (`eval/conditional_accuracy`, `eval/classifier_fid`) and the console,
+    and append them with the step as one JSON line to `output_dir/eval_history.jsonl`.
+    """
+    accelerator.log({f"eval/{key}": metrics[key] for key in ("conditional_accuracy", "classifier_fid")}, global_step)
+    logger.info(
+        f"Step {global_step}: conditional accuracy {metrics['conditional_accuracy']:.3f}, classifier FID "
+        f"{metrics['classifier_fid']:.2f} ({metrics['num_samples']} samples)"
+    )
+    with open(os.path.join(args.output_dir, EVAL_HISTORY_NAME), "a") as f:
+        f.write(json.dumps({"step": global_step, **metrics}) + "\n")
+
+
 def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, global_step: int) -> str:
     r"""
     Save the full training state as `output_dir/checkpoint-{global_step}`, atomically.
@@ -419,6 +541,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         max_train_samples=args.max_train_samples,
     )
     style_words = measure_style(data.images).words() if args.caption_mode == "label+style" else None
+    evaluator = build_evaluator(args, data.label_names, accelerator.device) if args.eval_classifier else None
     dataset = ImageClassDataset(data)
     train_dataloader = torch.utils.data.DataLoader(
         dataset,
@@ -542,10 +665,10 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
                 and (global_step % args.validation_steps == 0 or is_last)
             ):
                 with ema_weights(ema, params):
-                    log_validation(
-                        build_pipeline(accelerator, unet, text_encoder, tokenizer, noise_scheduler, data.id2label),
-                        args, accelerator, global_step,
-                    )  # fmt: skip
+                    pipe = build_pipeline(accelerator, unet, text_encoder, tokenizer, noise_scheduler, data.id2label)
+                    log_validation(pipe, args, accelerator, global_step)
+                    if evaluator is not None:
+                        log_evaluation(evaluator.evaluate(pipe, args), args, accelerator, global_step)
                 for model in trained:
                     model.train()
             if is_last:

@@ -1,0 +1,94 @@
+"""Benchmark: sampling speed and quality of DDPM-1000, DDIM-50 and DPM-Solver++-20 with classifier-free guidance."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import time
+
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+from mnist_diffusion import MnistDDPMScheduler, MnistDiffusionPipeline
+from mnist_diffusion.data import load_split, prepare_training_data
+from mnist_diffusion.evaluation import evaluate
+from mnist_diffusion.pretrained import DIFFUSION_MODEL
+
+SAMPLERS = [
+    ("DDPM", MnistDDPMScheduler, 1000),
+    ("DDIM", DDIMScheduler, 50),
+    ("DPM-Solver++", DPMSolverMultistepScheduler, 20),
+]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=str(DIFFUSION_MODEL), help="A saved pipeline (default: the released one).")
+    parser.add_argument("--dataset_name", default="../shared/data/mnist", help="Real test split for classifier FID.")
+    parser.add_argument("--batch_size", type=int, default=64, help="Images per timed pipeline call.")
+    parser.add_argument("--num_samples", type=int, default=1000, help="Samples scored for DDIM and DPM-Solver++.")
+    parser.add_argument("--ddpm_num_samples", type=int, default=100, help="Samples scored for DDPM-1000 (slow).")
+    parser.add_argument("--guidance_scale", type=float, default=None, help="Default: the pipeline's own default.")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if min(args.batch_size, args.num_samples, args.ddpm_num_samples) < 10:
+        raise ValueError("--batch_size, --num_samples and --ddpm_num_samples must be at least 10.")
+    return args
+
+
+def timed_call(pipe: MnistDiffusionPipeline, batch_size: int, steps: int, guidance_scale: float, seed: int) -> float:
+    """Seconds for one pipeline call generating `batch_size` images (digits 0..9 in turn), after a short warm-up."""
+    labels = [i % 10 for i in range(batch_size)]
+    pipe(class_labels=labels, num_inference_steps=2, guidance_scale=guidance_scale, output_type="pt")
+    start = time.perf_counter()
+    pipe(
+        class_labels=labels,
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+    )
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    args = parse_args()
+    pipe = MnistDiffusionPipeline.from_pretrained(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    guidance = (
+        args.guidance_scale or inspect.signature(MnistDiffusionPipeline.__call__).parameters["guidance_scale"].default
+    )
+    test = prepare_training_data(load_split(args.dataset_name, split="test"))
+    base_config = pipe.scheduler.config
+    rows = []
+    for name, scheduler_cls, steps in SAMPLERS:
+        pipe.scheduler = scheduler_cls.from_config(base_config)
+        seconds = timed_call(pipe, args.batch_size, steps, guidance, args.seed)
+        num_samples = args.ddpm_num_samples if name == "DDPM" else args.num_samples
+        result = evaluate(
+            pipe,
+            num_samples,
+            reference_images=test.images,
+            reference_labels=test.labels,
+            conditioning="label",
+            guidance_scale=guidance,
+            num_inference_steps=steps,
+            seed=args.seed,
+            batch_size=min(num_samples, 250),
+            style_samples_per_request=0,
+        )
+        rows.append((f"{name}-{steps}", seconds, num_samples, result.accuracy, result.classifier_fid))
+        print(rows[-1], flush=True)
+    print(f"\nSampling on {torch.get_num_threads()} CPU threads, guidance {guidance:g} (batched CFG), {args.model}:\n")
+    header = f"| sampler | s per {args.batch_size} images | images/s | scored samples | conditional accuracy |"
+    print(header + " classifier FID |")
+    print("|---|---|---|---|---|---|")
+    for sampler, seconds, num_samples, accuracy, fid in rows:
+        print(
+            f"| {sampler} | {seconds:.2f} | {args.batch_size / seconds:.1f} | {num_samples} | {100 * accuracy:.1f}% | "
+            f"{fid:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

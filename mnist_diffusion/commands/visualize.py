@@ -1,0 +1,192 @@
+"""`mnist-diffusion visualize`: figures of the forward process, denoising, styles, classes and training curves."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import datasets
+import torch
+from diffusers.image_processor import VaeImageProcessor
+
+from ..data import decode_images, load_split
+from ..schedulers import MnistDDPMScheduler
+from ..visualization import (
+    class_grid,
+    denoising_figure,
+    denoising_frames,
+    forward_process_figure,
+    plot_training_curves,
+    read_training_curves,
+    save_gif,
+    style_grid,
+)
+from .loading import SCHEDULERS, open_pipeline
+
+
+def _output(path: str, suffix: str) -> Path:
+    """`path` with `suffix`, its folder created."""
+    output = Path(path).with_suffix(suffix)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return output
+
+
+def _class_label(value: str | None) -> int | str | None:
+    """A `--class-label`: digits are class ids, anything else a name from `id2label`."""
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def _sampling_kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+        "generator": torch.Generator().manual_seed(args.seed),
+        "scale": args.scale,
+    }
+
+
+def load_digit(args: argparse.Namespace) -> tuple[torch.Tensor, str]:
+    """The real image of `forward` in [-1, 1] `(1, 1, res, res)` (from `--image` or `--dataset`) and its name."""
+    if args.image is not None:
+        if not Path(args.image).is_file():
+            raise ValueError(f"--image {args.image!r} is not a file; expected an image file (white ink on black).")
+        features = datasets.Features({"image": datasets.Image()})
+        split = datasets.Dataset.from_dict({"image": [args.image]}, features=features)
+        index, name = 0, Path(args.image).name
+    else:
+        split = load_split(args.dataset, split=args.split)
+        if not 0 <= args.index < len(split):
+            raise ValueError(
+                f"--index is {args.index}; expected 0..{len(split) - 1} (the {args.split!r} split of "
+                f"{args.dataset!r})."
+            )
+        index, name = args.index, f"{args.dataset} {args.split}[{args.index}]"
+    pixels = decode_images(split.select([index]), "image", args.resolution)
+    return VaeImageProcessor.normalize(pixels.float() / 255), name
+
+
+def forward(args: argparse.Namespace) -> Path:
+    """Save the forward-process figure of one real digit."""
+    if args.model is None:
+        scheduler = MnistDDPMScheduler()
+    else:
+        scheduler = MnistDDPMScheduler.from_pretrained(args.model, subfolder="scheduler")
+    digit, name = load_digit(args)
+    generator = torch.Generator().manual_seed(args.seed)
+    figure = forward_process_figure(scheduler, digit, generator=generator, scale=args.scale)
+    output = _output(args.output, ".png")
+    figure.save(output)
+    print(f"Saved the forward process of {name} to {output}")
+    return output
+
+
+def denoise(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Save the denoising trajectory of a prompt and/or class label as a PNG figure and a GIF."""
+    if args.prompt is None and args.class_label is None:
+        raise ValueError("Give a prompt, --class-label, or both.")
+    pipe = open_pipeline(args.model, args.scheduler)
+    kwargs = _sampling_kwargs(args)
+    scale = kwargs.pop("scale")
+    trajectory = pipe(
+        prompt=args.prompt, class_labels=_class_label(args.class_label), return_trajectory=True, **kwargs
+    ).trajectory
+    title = " + ".join(part for part in (args.prompt, args.class_label and f"class {args.class_label}") if part)
+    png, gif = _output(args.output, ".png"), _output(args.output, ".gif")
+    denoising_figure(trajectory, num_columns=args.columns, title=title, scale=scale).save(png)
+    save_gif(denoising_frames(trajectory, title=title, scale=scale), gif)
+    print(f"Saved the denoising trajectory of {title!r} to {png} and {gif} ({len(trajectory.timesteps)} frames)")
+    return png, gif
+
+
+def styles(args: argparse.Namespace) -> Path:
+    """Save one class in every style (thickness x slant, optionally size)."""
+    pipe = open_pipeline(args.model, args.scheduler)
+    figure = style_grid(pipe, _class_label(args.label), args.num_images, args.sizes, **_sampling_kwargs(args))
+    output = _output(args.output, ".png")
+    figure.save(output)
+    print(f"Saved the styles of {args.label!r} to {output}")
+    return output
+
+
+def classes(args: argparse.Namespace) -> Path:
+    """Save a grid of every class, a row per class."""
+    pipe = open_pipeline(args.model, args.scheduler)
+    figure = class_grid(pipe, args.num_images, **_sampling_kwargs(args))
+    output = _output(args.output, ".png")
+    figure.save(output)
+    print(f"Saved {args.num_images} samples of {pipe.num_classes} classes to {output}")
+    return output
+
+
+def training(args: argparse.Namespace) -> Path:
+    """Plot the loss, learning rate and evaluation curves of a training run."""
+    curves = read_training_curves(args.run)
+    output = _output(args.output, ".png")
+    plot_training_curves(curves, title=str(args.run)).savefig(output)
+    print(f"Saved the curves of {args.run} ({', '.join(sorted(curves))}) to {output}")
+    return output
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the `visualize` subcommand and its figures to the `mnist-diffusion` parser."""
+    parser = commands.add_parser(
+        "visualize", help="Figures: forward process, denoising trajectory, styles, classes, training curves."
+    )
+    figures = parser.add_subparsers(dest="figure", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
+    common.add_argument("--scale", type=int, default=4, help="Nearest-neighbour upscaling of images (default 4).")
+    sampling = argparse.ArgumentParser(add_help=False, parents=[common])
+    sampling.add_argument("--model", help="A saved pipeline (folder or Hub repo id); default: the released model.")
+    sampling.add_argument("--steps", type=int, default=50, help="Denoising steps (default 50).")
+    sampling.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (default 3.0).")
+    sampling.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
+
+    fwd = figures.add_parser(
+        "forward",
+        parents=[common],
+        help="A real digit dissolving into noise (0, 10, ..., 100%% of the forward process).",
+        description="The forward process needs no network: it uses the noise schedule of --model's scheduler "
+        "config, or without --model the default MnistDDPMScheduler (the schedule training/train.py trains with).",
+    )
+    fwd.add_argument("--model", help="A saved pipeline whose scheduler config to use (default: MnistDDPMScheduler()).")
+    fwd.add_argument("--dataset", default="ylecun/mnist", help="Hub id or local folder (e.g. ../shared/data/mnist).")
+    fwd.add_argument("--split", default="test", help="Dataset split (default test).")
+    fwd.add_argument("--index", type=int, default=0, help="Row of the split (default 0).")
+    fwd.add_argument("--image", help="An image file to use instead of the dataset (white ink on black).")
+    fwd.add_argument("--resolution", type=int, default=28, help="Images are resized only if their size differs.")
+    fwd.add_argument("-o", "--output", default="forward.png", help="Output PNG (default forward.png).")
+    fwd.set_defaults(func=forward)
+
+    den = figures.add_parser(
+        "denoise",
+        parents=[sampling],
+        help="The denoising trajectory of a prompt: x_t and predicted x_0 (PNG) and an animation (GIF).",
+    )
+    den.add_argument("prompt", nargs="?", help='What to draw, e.g. "a thick slanted 7".')
+    den.add_argument("--class-label", help='A class id or name ("7", "Sneaker").')
+    den.add_argument("--columns", type=int, default=10, help="Steps shown in the PNG, evenly spaced (default 10).")
+    den.add_argument("-o", "--output", default="denoise.png", help="Output PNG; the GIF goes beside it as .gif.")
+    den.set_defaults(func=denoise)
+
+    sty = figures.add_parser(
+        "styles", parents=[sampling], help="One class in every style: thickness x slant (x size), captioned."
+    )
+    sty.add_argument("label", help='A class id or name ("7").')
+    sty.add_argument("-n", "--num-images", type=int, default=4, help="Samples per style (default 4).")
+    sty.add_argument("--sizes", action="store_true", help="Also vary the size (small, medium, large).")
+    sty.add_argument("-o", "--output", default="styles.png", help="Output PNG (default styles.png).")
+    sty.set_defaults(func=styles)
+
+    cls = figures.add_parser("classes", parents=[sampling], help="A grid of every class, a row per class.")
+    cls.add_argument("-n", "--num-images", type=int, default=8, help="Samples per class (default 8).")
+    cls.add_argument("-o", "--output", default="classes.png", help="Output PNG (default classes.png).")
+    cls.set_defaults(func=classes)
+
+    trn = figures.add_parser(
+        "training", help="Loss, learning rate, conditional accuracy and classifier FID of a training run."
+    )
+    trn.add_argument("--run", required=True, help="The --output_dir of training/train.py (logs/, eval_history.jsonl).")
+    trn.add_argument("-o", "--output", default="training.png", help="Output PNG (default training.png).")
+    trn.set_defaults(func=training)
