@@ -1,4 +1,4 @@
-"""Render a pipeline's Hub model card (README.md) and sample grid from the `model_card.md` template."""
+"""Render a pipeline's Hub model card (README.md) and sample grid from the `model_card_template.md` template."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from PIL import Image
 from .pipelines import MnistDiffusionPipeline
 from .text_encoding import DIGIT_WORDS
 
-#: The template at the repository root; pass `template_path` to use another one.
-DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_card.md"
+#: The Jinja template shipped with the package; pass `template_path` to use another one.
+DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent / "model_card_template.md"
 SAMPLES_FILE = "samples.png"
 _SAMPLE_UPSCALE = 4
 
@@ -105,7 +105,7 @@ def render_model_card(
             (`eval_results.json`), shown in a table and as `model-index` metadata.
         samples_caption (`str`, *optional*): Caption of `samples.png`; the image is shown only when given.
         license (`str`, defaults to `"apache-2.0"`): The license identifier in the metadata.
-        template_path (`str` or `Path`): A Jinja template; defaults to `model_card.md` at the repository root.
+        template_path (`str` or `Path`): A Jinja template; defaults to `model_card_template.md` in this package.
 
     Example:
 
