@@ -48,7 +48,7 @@ def main() -> None:
     templates = [caption_templates(name, "label") for name in data.label_names]
     predicted = scorer.classify(images, templates)
     accuracy = (predicted == labels).float().mean()
-    print(f"zero-shot digit accuracy (prompts {templates[-1]} per class, averaged): {accuracy:.2%}")
+    print(f"zero-shot digit accuracy ({len(templates[-1])} prompts per class, e.g. {templates[-1]}): {accuracy:.2%}")
     per_class = {name: (predicted[labels == c] == c).float().mean() for c, name in enumerate(data.label_names)}
     print("  per class: " + ", ".join(f"{name}: {acc:.1%}" for name, acc in per_class.items()))
 

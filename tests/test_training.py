@@ -165,7 +165,8 @@ def train_module():
         (["--resume_from_checkpoint", "checkpoint-7"], "is not a checkpoint"),
         (["--block_out_channels", "16,x"], "comma-separated integers"),
         (["--resolution", "7"], "--resolution is 7"),
-        (["--cond_dropout_prob", "0.5"], "--cond_dropout_prob is 0.5"),
+        (["--cond_dropout_prob", "0.6"], "--cond_dropout_prob is 0.6"),
+        (["--cond_dropout_prob", "0.3", "--class_dropout_prob", "0.5"], "--class_dropout_prob is 0.5"),
     ],
 )
 def test_bad_input_fails_before_training_without_writing(train_module, parquet_dataset, tmp_path, extra, message):

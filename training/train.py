@@ -79,8 +79,15 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         "--cond_dropout_prob",
         type=float,
         default=0.1,
-        help="Probability of each of three events: drop both text and class (the unconditional branch: empty "
-        "prompt and null class), drop the text only, drop the class only. At most 1/3.",
+        help="Probability of each of two events: drop both text and class (the unconditional branch: empty prompt "
+        "and null class), and drop the text only (class-only generation).",
+    )
+    data.add_argument(
+        "--class_dropout_prob",
+        type=float,
+        default=0.3,
+        help="Probability of dropping the class only, so the prompt alone must carry the digit (prompt-only "
+        "generation such as 'a thick slanted 7'). With --cond_dropout_prob, at most 1 in all.",
     )
 
     model = parser.add_argument_group("model")
@@ -208,8 +215,12 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--eval_num_samples is {args.eval_num_samples}; expected at least 2 (for classifier FID).")
     if args.push_checkpoints and not args.push_to_hub:
         raise ValueError("--push_checkpoints uploads checkpoints to the --push_to_hub repo; pass --push_to_hub too.")
-    if not 0 <= args.cond_dropout_prob <= 1 / 3:
-        raise ValueError(f"--cond_dropout_prob is {args.cond_dropout_prob}; expected a value in [0, 1/3].")
+    if not 0 <= args.cond_dropout_prob <= 0.5:
+        raise ValueError(f"--cond_dropout_prob is {args.cond_dropout_prob}; expected a value in [0, 0.5].")
+    if not 0 <= args.class_dropout_prob <= 1 - 2 * args.cond_dropout_prob:
+        raise ValueError(
+            f"--class_dropout_prob is {args.class_dropout_prob}; expected a value in [0, 1 - 2 * --cond_dropout_prob]."
+        )
     if len(args.attention_levels) != len(args.block_out_channels):
         raise ValueError(
             f"--attention_levels has {len(args.attention_levels)} entries for {len(args.block_out_channels)} levels "
@@ -742,7 +753,8 @@ def training_loss(
 
     Captions come from `--caption_column`, or from the label and a random phrasing (plus the image's style words in
     `label+style` mode). With probability `p = --cond_dropout_prob` each, a sample gets the empty prompt and the null
-    class (the unconditional branch of classifier-free guidance), the empty prompt only, or the null class only.
+    class (the unconditional branch of classifier-free guidance) or the empty prompt only; with probability
+    `q = --class_dropout_prob` it gets the null class only (prompt-only generation).
     """
     pixel_values, labels, indices = batch["pixel_values"], batch["labels"], batch["indices"].cpu()
     bsz, device = pixel_values.shape[0], pixel_values.device
@@ -753,9 +765,9 @@ def training_loss(
         words = [style_words[i] for i in indices.tolist()] if style_words is not None else None
         texts = build_captions(label_names, labels.cpu(), args.caption_mode, phrasings, words)
     u = torch.rand(bsz)
-    p = args.cond_dropout_prob
+    p, q = args.cond_dropout_prob, args.class_dropout_prob
     drop_text = u < 2 * p
-    drop_class = (u < p) | ((u >= 2 * p) & (u < 3 * p))
+    drop_class = (u < p) | ((u >= 2 * p) & (u < 2 * p + q))
     texts = ["" if drop else text for text, drop in zip(texts, drop_text.tolist(), strict=True)]
     class_labels = torch.where(drop_class.to(device), torch.full_like(labels, null_class), labels)
     tokens = tokenizer(

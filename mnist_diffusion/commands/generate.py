@@ -6,9 +6,13 @@ import argparse
 import math
 from pathlib import Path
 
+import PIL.Image
 import torch
 
+from ..clip_model import ClipScorer
 from ..image_grid import image_grid
+from ..pipelines import MnistDiffusionPipeline
+from ..selection import select_best
 from .loading import SCHEDULERS, open_pipeline
 
 
@@ -18,16 +22,25 @@ def generate(args: argparse.Namespace) -> Path:
         raise ValueError("Give a prompt, --class-label, or both.")
     if args.num_images < 1:
         raise ValueError(f"-n/--num-images is {args.num_images}; expected at least 1.")
+    if args.best_of is None and (args.keep is not None or args.clip_model is not None):
+        raise ValueError("--keep and --clip-model only apply with --best-of N.")
+    keep = 1 if args.keep is None else args.keep
+    if args.best_of is not None and not 1 <= keep <= args.best_of:
+        raise ValueError(f"--best-of {args.best_of} --keep {keep}; expected 1 <= keep <= best-of.")
     pipe = open_pipeline(args.model, args.scheduler)
     class_label = int(args.class_label) if args.class_label and args.class_label.isdigit() else args.class_label
-    images = pipe(
-        prompt=args.prompt,
-        class_labels=class_label,
-        num_images_per_prompt=args.num_images,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        generator=torch.Generator().manual_seed(args.seed),
-    ).images
+    sampling = {
+        "prompt": args.prompt,
+        "class_labels": class_label,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+        "generator": torch.Generator().manual_seed(args.seed),
+    }
+    if args.best_of is None:
+        images = pipe(num_images_per_prompt=args.num_images, **sampling).images
+    else:
+        scorer = ClipScorer.from_pretrained(args.clip_model)
+        images = generate_best_of(pipe, scorer, args.num_images, args.best_of, keep, sampling)
     cols = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
     grid = image_grid(images, rows=rows, cols=cols)
@@ -36,6 +49,18 @@ def generate(args: argparse.Namespace) -> Path:
     grid.save(output)
     print(f"Saved {len(images)} images to {output}")
     return output
+
+
+def generate_best_of(
+    pipe: MnistDiffusionPipeline, scorer: ClipScorer, num_images: int, best_of: int, keep: int, sampling: dict
+) -> list[PIL.Image.Image]:
+    """`num_images` PIL images: each group of `keep` is the CLIP-best of `best_of` fresh candidates."""
+    rounds = math.ceil(num_images / keep)
+    selections = [select_best(pipe, scorer, num_candidates=best_of, keep=keep, **sampling) for _ in range(rounds)]
+    kept = torch.cat([selection.images for selection in selections])[:num_images]
+    scores = torch.cat([selection.scores for selection in selections])[:num_images]
+    print(f"Kept {len(kept)} of {rounds * best_of} candidates; mean CLIP score {scores.mean():.2f}")
+    return pipe.image_processor.postprocess(kept * 2 - 1, output_type="pil")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -50,4 +75,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (default 3.0).")
     gen.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
     gen.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
+    gen.add_argument(
+        "--best-of",
+        type=int,
+        metavar="N",
+        help="CLIP-guided selection: draw N candidates per --keep images and keep those with the best CLIP score "
+        "against the prompt (or the class name); the grid still holds -n images, made from ceil(n / keep) * N "
+        "candidates.",
+    )
+    gen.add_argument(
+        "--keep", type=int, metavar="K", help="With --best-of N: images kept per N candidates, 1..N (default 1)."
+    )
+    gen.add_argument(
+        "--clip-model",
+        metavar="NAME_OR_PATH",
+        help="With --best-of: the CLIP that scores candidates, a folder or Hub id (default: the shipped MNIST-CLIP).",
+    )
     gen.set_defaults(func=generate)
