@@ -9,3 +9,9 @@ DIFFUSION_MODEL = PRETRAINED_DIR / "mnist-diffusion"
 
 # Scores MNIST samples: conditional accuracy and classifier FID (`training/train_classifier.py`).
 MNIST_CLASSIFIER = PRETRAINED_DIR / "mnist-classifier"
+
+# Scores image-prompt agreement (CLIP score, best-of-N selection) and classifies zero-shot (`training/train_clip.py`).
+MNIST_CLIP = PRETRAINED_DIR / "mnist-clip"
+
+# Scores Fashion-MNIST samples, chosen by `mnist_diffusion.evaluation` for pipelines with Fashion-MNIST classes.
+FASHION_MNIST_CLASSIFIER = PRETRAINED_DIR / "fashion-mnist-classifier"
