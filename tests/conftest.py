@@ -19,6 +19,7 @@ from mnist_diffusion import (
     build_caption_tokenizer,
     build_text_encoder,
 )
+from mnist_diffusion.classifier import MnistClassifier
 
 DIGIT_NAMES = {str(i): str(i) for i in range(10)}
 TRAINING_DIR = Path(__file__).resolve().parents[1] / "training"
@@ -88,3 +89,8 @@ def make_tiny_pipeline(text: bool = True, classes: bool = True) -> MnistDiffusio
 @pytest.fixture
 def tiny_pipeline() -> MnistDiffusionPipeline:
     return make_tiny_pipeline()
+
+
+def make_tiny_classifier(num_classes: int = 10) -> MnistClassifier:
+    torch.manual_seed(0)
+    return MnistClassifier(num_classes=num_classes, sample_size=8, block_out_channels=(4, 8), feature_dim=16).eval()

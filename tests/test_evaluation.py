@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import DIGIT_NAMES, make_digit_dataset, make_tiny_pipeline
+from conftest import DIGIT_NAMES, make_digit_dataset, make_tiny_classifier, make_tiny_pipeline
 
 from mnist_diffusion import build_caption_tokenizer
 from mnist_diffusion.classifier import MnistClassifier
@@ -38,11 +38,6 @@ class BarPositionClassifier(MnistClassifier):
         centre = (columns * torch.arange(width)).sum(dim=1) / columns.sum(dim=1)
         label = (((centre + 0.5) * 28 / width - 0.5 - 5) / 5).round().long().clamp(0, self.config.num_classes - 1)
         return torch.nn.functional.one_hot(label, self.config.num_classes).float()
-
-
-def make_tiny_classifier(num_classes: int = 10) -> MnistClassifier:
-    torch.manual_seed(0)
-    return MnistClassifier(num_classes=num_classes, sample_size=8, block_out_channels=(4, 8), feature_dim=16).eval()
 
 
 def make_tiny_clip_scorer() -> ClipScorer:

@@ -4,8 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_tiny_pipeline
-from test_evaluation import make_tiny_classifier
+from conftest import make_tiny_classifier, make_tiny_pipeline
 
 from mnist_diffusion.cli import main
 from mnist_diffusion.recognizability import first_fraction_reaching, recognizability

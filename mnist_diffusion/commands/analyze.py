@@ -11,8 +11,7 @@ from matplotlib.figure import Figure
 from ..classifier import MnistClassifier
 from ..evaluation import CONDITIONINGS
 from ..recognizability import RecognizabilityResult, recognizability
-from .evaluate import check_model_argument
-from .loading import SCHEDULERS, open_pipeline
+from .loading import SCHEDULERS, check_model_argument, open_pipeline
 
 
 def plot_recognizability(result: RecognizabilityResult, path: Path) -> None:

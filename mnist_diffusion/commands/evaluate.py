@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
 from diffusers.image_processor import VaeImageProcessor
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 from matplotlib.figure import Figure
 
 from ..captions import SLANT_BOUNDS, THICKNESS_BOUNDS
@@ -19,23 +16,10 @@ from ..clip_model import ClipScorer
 from ..data import load_split, prepare_training_data
 from ..evaluation import CONDITIONINGS, EvaluationResult, evaluate
 from ..image_grid import image_grid
-from .loading import SCHEDULERS, open_pipeline
+from .loading import SCHEDULERS, check_model_argument, open_pipeline
 
 #: Number of samples in each of the CLIP best and worst grids (fewer when fewer were scored).
 GRID_SIZE = 64
-
-
-def check_model_argument(model: str | None) -> None:
-    """Refuse a `--model` that is neither an existing folder nor shaped like a Hub repo id, before loading it."""
-    if model is None or os.path.isdir(model):
-        return
-    try:
-        validate_repo_id(model)
-    except HFValidationError:
-        raise ValueError(
-            f"--model {model!r} is not a folder and not a Hub repo id; expected a pipeline folder written by "
-            "`save_pretrained` (or training/train.py) or a repo id like 'user/mnist-diffusion'."
-        ) from None
 
 
 def to_pil(images: torch.Tensor) -> list:

@@ -13,7 +13,7 @@ from ..clip_model import ClipScorer
 from ..image_grid import image_grid
 from ..pipelines import MnistDiffusionPipeline
 from ..selection import select_best
-from .loading import SCHEDULERS, open_pipeline
+from .loading import SCHEDULERS, open_pipeline, parse_class_label
 
 
 def generate(args: argparse.Namespace) -> Path:
@@ -28,7 +28,7 @@ def generate(args: argparse.Namespace) -> Path:
     if args.best_of is not None and not 1 <= keep <= args.best_of:
         raise ValueError(f"--best-of {args.best_of} --keep {keep}; expected 1 <= keep <= best-of.")
     pipe = open_pipeline(args.model, args.scheduler)
-    class_label = int(args.class_label) if args.class_label and args.class_label.isdigit() else args.class_label
+    class_label = parse_class_label(args.class_label)
     sampling = {
         "prompt": args.prompt,
         "class_labels": class_label,

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import os
+
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from ..pipelines import MnistDiffusionPipeline
 from ..pretrained import DIFFUSION_MODEL
 from ..schedulers import MnistDDPMScheduler
 
 SCHEDULERS = {"ddpm": MnistDDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
+
+
+def check_model_argument(model: str | None) -> None:
+    """Refuse a `--model` that is neither an existing folder nor shaped like a Hub repo id, before loading it."""
+    if model is None or os.path.isdir(model):
+        return
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise ValueError(
+            f"--model {model!r} is not a folder and not a Hub repo id; expected a pipeline folder written by "
+            "`save_pretrained` (or training/train.py) or a repo id like 'user/mnist-diffusion'."
+        ) from None
+
+
+def parse_class_label(value: str | None) -> int | str | None:
+    """A `--class-label` value: digits become a class id ("7" -> 7), anything else stays a class name ("Sneaker")."""
+    return int(value) if value is not None and value.isdigit() else value
 
 
 def open_pipeline(model: str | None = None, scheduler: str | None = None) -> MnistDiffusionPipeline:
@@ -26,6 +48,7 @@ def open_pipeline(model: str | None = None, scheduler: str | None = None) -> Mni
     """
     if scheduler is not None and scheduler not in SCHEDULERS:
         raise ValueError(f"Unknown scheduler {scheduler!r}; expected one of {sorted(SCHEDULERS)}.")
+    check_model_argument(model)
     pipe = MnistDiffusionPipeline.from_pretrained(DIFFUSION_MODEL if model is None else model)
     if scheduler is not None:
         pipe.scheduler = SCHEDULERS[scheduler].from_config(pipe.scheduler.config)

@@ -21,7 +21,7 @@ from ..visualization import (
     save_gif,
     style_grid,
 )
-from .loading import SCHEDULERS, open_pipeline
+from .loading import SCHEDULERS, open_pipeline, parse_class_label
 
 
 def _output(path: str, suffix: str) -> Path:
@@ -29,11 +29,6 @@ def _output(path: str, suffix: str) -> Path:
     output = Path(path).with_suffix(suffix)
     output.parent.mkdir(parents=True, exist_ok=True)
     return output
-
-
-def _class_label(value: str | None) -> int | str | None:
-    """A `--class-label`: digits are class ids, anything else a name from `id2label`."""
-    return int(value) if value is not None and value.isdigit() else value
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -88,7 +83,7 @@ def denoise(args: argparse.Namespace) -> tuple[Path, Path]:
     kwargs = _sampling_kwargs(args)
     scale = kwargs.pop("scale")
     trajectory = pipe(
-        prompt=args.prompt, class_labels=_class_label(args.class_label), return_trajectory=True, **kwargs
+        prompt=args.prompt, class_labels=parse_class_label(args.class_label), return_trajectory=True, **kwargs
     ).trajectory
     title = " + ".join(part for part in (args.prompt, args.class_label and f"class {args.class_label}") if part)
     png, gif = _output(args.output, ".png"), _output(args.output, ".gif")
@@ -101,7 +96,7 @@ def denoise(args: argparse.Namespace) -> tuple[Path, Path]:
 def styles(args: argparse.Namespace) -> Path:
     """Save one class in every style (thickness x slant, optionally size)."""
     pipe = open_pipeline(args.model, args.scheduler)
-    figure = style_grid(pipe, _class_label(args.label), args.num_images, args.sizes, **_sampling_kwargs(args))
+    figure = style_grid(pipe, parse_class_label(args.label), args.num_images, args.sizes, **_sampling_kwargs(args))
     output = _output(args.output, ".png")
     figure.save(output)
     print(f"Saved the styles of {args.label!r} to {output}")
