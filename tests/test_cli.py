@@ -57,3 +57,11 @@ def test_console_script_reports_bad_input(saved_pipeline, tmp_path):
     assert result.returncode == 2
     assert "Class label 12 is out of range" in result.stderr
     assert not (tmp_path / "samples.png").exists()
+
+
+def test_generate_uses_the_shipped_release_model_by_default(tmp_path):
+    output = tmp_path / "sevens.png"
+    assert main(["generate", "a thick slanted 7", "-n", "2", "-o", str(output), "--steps", "2"]) == 0
+    assert PIL.Image.open(output).size == (2 * 28, 28)
+    pipe = open_pipeline()
+    assert pipe.num_classes == 10 and pipe.text_encoder is not None

@@ -22,4 +22,5 @@ def test_quickstart_runs(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "seven.png").exists()
     assert (tmp_path / "my-mnist-pipeline" / "unet" / "diffusion_pytorch_model.safetensors").exists()
     printed = capsys.readouterr().out
-    assert "torch.Size([20, 4, 1, 28, 28])" in printed and "torch.Size([5, 1, 1, 28, 28])" in printed
+    assert "torch.Size([20, 4, 1, 28, 28])" in printed and "(10, 28, 28, 1)" in printed
+    assert "torch.Size([5, 1, 1, 28, 28])" in printed

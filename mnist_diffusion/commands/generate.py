@@ -67,7 +67,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the `generate` subcommand to the `mnist-diffusion` parser."""
     gen = commands.add_parser("generate", help="Generate a grid of images from a prompt and/or a class label.")
     gen.add_argument("prompt", nargs="?", help='What to draw, e.g. "a thick slanted 7".')
-    gen.add_argument("--model", required=True, help="A saved pipeline: local folder or Hub repo id.")
+    gen.add_argument(
+        "--model", help="A saved pipeline: local folder or Hub repo id (default: the released model, shipped offline)."
+    )
     gen.add_argument("--class-label", help='A class id or name ("7", "Sneaker").')
     gen.add_argument("-n", "--num-images", type=int, default=16, help="Number of images (default 16).")
     gen.add_argument("-o", "--output", default="samples.png", help="Output PNG path (default samples.png).")
