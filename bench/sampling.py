@@ -31,6 +31,13 @@ def parse_args() -> argparse.Namespace:
         "--ddpm_num_samples", type=int, default=100, help="Samples scored (and at most timed) for DDPM-1000 (slow)."
     )
     parser.add_argument("--guidance_scale", type=float, default=None, help="Default: the pipeline's own default.")
+    parser.add_argument(
+        "--guidance_stop",
+        type=float,
+        nargs="*",
+        default=[],
+        help="Also time DPM-Solver++-20 with guidance on only the first fraction of its steps (e.g. 0.5).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if min(args.batch_size, args.num_samples, args.ddpm_num_samples) < 10:
@@ -38,17 +45,17 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def timed_call(pipe: MnistDiffusionPipeline, batch_size: int, steps: int, guidance_scale: float, seed: int) -> float:
+def timed_call(pipe: MnistDiffusionPipeline, batch_size: int, steps: int, seed: int, **guidance) -> float:
     """Seconds for one pipeline call generating `batch_size` images (digits 0..9 in turn), after a short warm-up."""
     labels = [i % 10 for i in range(batch_size)]
-    pipe(class_labels=labels, num_inference_steps=2, guidance_scale=guidance_scale, output_type="pt")
+    pipe(class_labels=labels, num_inference_steps=2, output_type="pt", **guidance)
     start = time.perf_counter()
     pipe(
         class_labels=labels,
         num_inference_steps=steps,
-        guidance_scale=guidance_scale,
         generator=torch.Generator().manual_seed(seed),
         output_type="pt",
+        **guidance,
     )
     return time.perf_counter() - start
 
@@ -63,11 +70,12 @@ def main() -> None:
     test = prepare_training_data(load_split(args.dataset_name, split="test"))
     base_config = pipe.scheduler.config
     rows = []
-    for name, scheduler_cls, steps in SAMPLERS:
+    runs = [(*sampler, 1.0) for sampler in SAMPLERS] + [(*SAMPLERS[-1], stop) for stop in args.guidance_stop]
+    for name, scheduler_cls, steps, stop in runs:
         pipe.scheduler = scheduler_cls.from_config(base_config)
         num_samples = args.ddpm_num_samples if name == "DDPM" else args.num_samples
         batch_size = min(args.batch_size, num_samples)  # DDPM-1000 is timed on fewer images when asked to
-        seconds = timed_call(pipe, batch_size, steps, guidance, args.seed)
+        seconds = timed_call(pipe, batch_size, steps, args.seed, guidance_scale=guidance, guidance_stop=stop)
         result = evaluate(
             pipe,
             num_samples,
@@ -75,12 +83,14 @@ def main() -> None:
             reference_labels=test.labels,
             conditioning="label",
             guidance_scale=guidance,
+            guidance_stop=stop,
             num_inference_steps=steps,
             seed=args.seed,
             batch_size=min(num_samples, 250),
             style_samples_per_request=0,
         )
-        rows.append((f"{name}-{steps}", batch_size, seconds, num_samples, result.accuracy, result.classifier_fid))
+        sampler = f"{name}-{steps}" + (f", guidance on the first {stop:.0%} of steps" if stop < 1 else "")
+        rows.append((sampler, batch_size, seconds, num_samples, result.accuracy, result.classifier_fid))
         print(rows[-1], flush=True)
     print(f"\nSampling on {torch.get_num_threads()} CPU threads, guidance {guidance:g} (batched CFG), {args.model}:\n")
     print("| sampler | images per call | seconds | images/s | scored samples | cond. accuracy | classifier FID |")

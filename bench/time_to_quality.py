@@ -31,6 +31,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num_inference_steps", type=int, default=20, help="DPM-Solver++ steps for every model.")
     parser.add_argument("--guidance_scale", type=float, default=3.0, help="Ours (the stock model has no CFG).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="Score the models of a finished run in --output_dir again (e.g. at another --guidance_scale) without "
+        "training; its training times and steps are read from its results.json.",
+    )
     args = parser.parse_args()
     if args.budget_minutes <= 0 or args.num_samples < 10:
         raise ValueError("--budget_minutes must be > 0 and --num_samples >= 10.")
@@ -123,13 +129,26 @@ def score(args: argparse.Namespace, model_dir: Path, guidance_scale: float, test
 def main() -> None:
     args = parse_args()
     output = Path(args.output_dir)
-    if output.exists() and any(output.iterdir()):
-        raise ValueError(f"--output_dir {str(output)!r} is not empty; expected a new folder.")
-    output.mkdir(parents=True, exist_ok=True)
     budget = args.budget_minutes * 60
     rows = []
-    ours_seconds, ours_steps = train_ours(args, output / "ours")
-    stock_seconds, stock_steps = train_stock(args, output / "stock", budget)
+    if args.rescore:
+        if not (output / "results.json").is_file():
+            raise ValueError(f"--rescore: {str(output / 'results.json')!r} not found; expected a finished run there.")
+        trained = {row["recipe"]: row for row in json.loads((output / "results.json").read_text())}
+        ours_seconds, ours_steps = (
+            60 * trained["ours (default command)"]["train_minutes"],
+            trained["ours (default command)"]["steps"],
+        )
+        stock_seconds, stock_steps = (
+            60 * trained["stock diffusers recipe"]["train_minutes"],
+            trained["stock diffusers recipe"]["steps"],
+        )
+    else:
+        if output.exists() and any(output.iterdir()):
+            raise ValueError(f"--output_dir {str(output)!r} is not empty; expected a new folder.")
+        output.mkdir(parents=True, exist_ok=True)
+        ours_seconds, ours_steps = train_ours(args, output / "ours")
+        stock_seconds, stock_steps = train_stock(args, output / "stock", budget)
     test = prepare_training_data(load_split(args.dataset_name, split="test"))
     for name, folder, seconds, steps, guidance in [
         ("ours (default command)", output / "ours", ours_seconds, ours_steps, args.guidance_scale),
@@ -139,7 +158,8 @@ def main() -> None:
         rows.append({"recipe": name, "train_minutes": seconds / 60, "steps": steps, "guidance": guidance})
         rows[-1].update(score(args, folder, guidance, test))
         print(json.dumps(rows[-1]), flush=True)
-    (output / "results.json").write_text(json.dumps(rows, indent=2))
+    results_name = f"results_rescored_guidance{args.guidance_scale:g}.json" if args.rescore else "results.json"
+    (output / results_name).write_text(json.dumps(rows, indent=2))
     threads = torch.get_num_threads()
     print(f"\nTime to quality, {threads} CPU threads, budget {args.budget_minutes:g} min per recipe,")
     print(f"{args.num_samples} samples, DPM-Solver++-{args.num_inference_steps}, scored by the shipped classifier:\n")

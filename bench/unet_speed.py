@@ -14,17 +14,18 @@ TEXT_DIM, TOKENS, CLASSES = 64, 16, 10
 
 
 def build_models() -> dict[str, torch.nn.Module]:
-    """Our default UNet and a stock UNet2DConditionModel with the same widths and attention levels."""
+    """Our default UNet (2x2 patches, levels at 14x14 and 7x7) and a stock UNet2DConditionModel of the same widths
+    and attention levels (levels at 28x28 and 14x14: it has no patch folding)."""
     torch.manual_seed(0)
     ours = MnistUNet2DConditionModel(cross_attention_dim=TEXT_DIM, num_class_embeds=CLASSES + 1)
     stock = UNet2DConditionModel(
         sample_size=28,
         in_channels=1,
         out_channels=1,
-        block_out_channels=(32, 64, 128),
+        block_out_channels=(32, 64),
         layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=TEXT_DIM,
         attention_head_dim=32,
         norm_num_groups=8,

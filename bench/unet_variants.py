@@ -17,12 +17,12 @@ from mnist_diffusion.evaluation import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 128
-# name -> (block_out_channels, attention_levels), as training/train.py flags
+# name -> (block_out_channels, attention_levels, patch_size), as training/train.py flags
 VARIANTS = {
-    "tiny": ("8,16,32", "0,1,1"),
-    "small (default)": ("16,32,64", "0,1,1"),
-    "medium": ("32,64,64", "0,0,1"),
-    "large": ("32,64,128", "0,1,1"),
+    "tiny": ("8,16,32", "0,1,1", 1),
+    "small (default)": ("16,32,64", "0,1,1", 1),
+    "patched (released layout)": ("32,64", "0,1", 2),
+    "large": ("32,64,128", "0,1,1", 1),
 }
 
 
@@ -41,13 +41,14 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def build_unet(channels: str, attention: str) -> MnistUNet2DConditionModel:
+def build_unet(channels: str, attention: str, patch_size: int) -> MnistUNet2DConditionModel:
     """The UNet train.py builds for these flags (64-d text states, ten classes plus the null class)."""
     return MnistUNet2DConditionModel(
         block_out_channels=tuple(int(c) for c in channels.split(",")),
         attention_levels=tuple(a == "1" for a in attention.split(",")),
         cross_attention_dim=64,
         num_class_embeds=11,
+        patch_size=patch_size,
     )
 
 
@@ -77,8 +78,8 @@ def main() -> None:
     test = prepare_training_data(load_split(args.dataset_name, split="test"))
     rows = []
     for name in args.variants:
-        channels, attention = VARIANTS[name]
-        unet = build_unet(channels, attention)
+        channels, attention, patch_size = VARIANTS[name]
+        unet = build_unet(channels, attention, patch_size)
         params = sum(p.numel() for p in unet.parameters())
         speed = training_images_per_second(unet)
         # Fit the step count (and so the full warmup + cosine schedule) to the budget; 10% margin for validation.
@@ -87,7 +88,11 @@ def main() -> None:
         command = [
             *("accelerate", "launch", "--config_file", str(REPO / "training/configs/single_cpu.yaml")),
             *(str(REPO / "training/train.py"), "--dataset_name", args.dataset_name, "--output_dir", str(folder)),
-            *("--block_out_channels", channels, "--attention_levels", attention, "--max_train_steps", str(steps)),
+            *("--block_out_channels", channels, "--attention_levels", attention, "--patch_size", str(patch_size)),
+            *(
+                "--max_train_steps",
+                str(steps),
+            ),
             *("--lr_warmup_steps", str(min(100, steps // 10)), "--report_to", "none"),
         ]
         print(f"{name}: {params / 1e6:.2f}M parameters, {speed:.0f} img/s -> {steps} steps", flush=True)
@@ -114,6 +119,7 @@ def main() -> None:
                 "variant": name,
                 "block_out_channels": channels,
                 "attention_levels": attention,
+                "patch_size": patch_size,
                 "parameters_m": params / 1e6,
                 "train_images_per_second": speed,
                 "steps": steps,
@@ -126,12 +132,15 @@ def main() -> None:
     (output / "results.json").write_text(json.dumps(rows, indent=2))
     print(f"\nUNet variants, {args.budget_minutes:g} min of training each on {torch.get_num_threads()} CPU threads,")
     print(f"{args.num_samples} samples, DPM-Solver++-20, guidance {args.guidance_scale:g}, shipped classifier:\n")
-    print("| variant | channels | attention | params | train img/s | steps | minutes | cond. accuracy |", end="")
+    print(
+        "| variant | channels | attention | patch | params | train img/s | steps | minutes | cond. accuracy |", end=""
+    )
     print(" classifier FID |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['variant']} | {r['block_out_channels']} | {r['attention_levels']} | {r['parameters_m']:.2f}M | "
+            f"| {r['variant']} | {r['block_out_channels']} | {r['attention_levels']} | {r['patch_size']} | "
+            f"{r['parameters_m']:.2f}M | "
             f"{r['train_images_per_second']:.0f} | {r['steps']} | {r['train_minutes']:.1f} | "
             f"{100 * r['conditional_accuracy']:.1f}% | {r['classifier_fid']:.1f} |"
         )

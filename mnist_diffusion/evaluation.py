@@ -406,6 +406,8 @@ def sample_batches(
     num_inference_steps: int,
     seed: int,
     batch_size: int,
+    guidance_start: float = 0.0,
+    guidance_stop: float = 1.0,
     return_trajectory: bool = False,
     desc: str = "sampling",
 ) -> Iterator[tuple[slice, MnistDiffusionPipelineOutput]]:
@@ -430,6 +432,8 @@ def sample_batches(
                     class_labels=labels[positions].tolist() if "label" in conditioning else None,
                     num_inference_steps=num_inference_steps,
                     guidance_scale=guidance_scale,
+                    guidance_start=guidance_start,
+                    guidance_stop=guidance_stop,
                     generator=[torch.Generator().manual_seed(seed + i) for i in range(start, positions.stop)],
                     output_type="pt",
                     return_trajectory=return_trajectory,
@@ -541,6 +545,8 @@ def measure_style_control(
     num_inference_steps: int,
     seed: int,
     batch_size: int,
+    guidance_start: float = 0.0,
+    guidance_stop: float = 1.0,
 ) -> StyleControlResult:
     r"""
     Generate `samples_per_request` samples for each request of `STYLE_REQUESTS` that the classes' captions can
@@ -566,6 +572,8 @@ def measure_style_control(
                     prompts,
                     conditioning="label+prompt" if "label" in conditioning else "prompt",
                     guidance_scale=guidance_scale,
+                    guidance_start=guidance_start,
+                    guidance_stop=guidance_stop,
                     num_inference_steps=num_inference_steps,
                     seed=seed,
                     batch_size=batch_size,
@@ -603,6 +611,8 @@ def evaluate(
     reference_labels: torch.Tensor | None = None,
     conditioning: str = "auto",
     guidance_scale: float = 3.0,
+    guidance_start: float = 0.0,
+    guidance_stop: float = 1.0,
     num_inference_steps: int = 50,
     seed: int = 0,
     batch_size: int = 100,
@@ -630,6 +640,9 @@ def evaluate(
         conditioning (`str`, defaults to `"auto"`): "label" (class labels), "prompt" (class prompts such as "a
             handwritten 7"), "label+prompt" (both), or "auto": both when the pipeline has both, else what it has.
         guidance_scale (`float`, defaults to 3.0): Classifier-free guidance weight.
+        guidance_start (`float`, defaults to 0.0): Fraction of the steps after which guidance starts (see the
+            pipeline's `guidance_start`).
+        guidance_stop (`float`, defaults to 1.0): Fraction of the steps after which guidance stops.
         num_inference_steps (`int`, defaults to 50): Denoising steps with the pipeline's scheduler.
         seed (`int`, defaults to 0): Sample `i` starts from the noise of seed `seed + i`.
         batch_size (`int`, defaults to 100): Images per pipeline call.
@@ -670,12 +683,16 @@ def evaluate(
     settings = {
         "conditioning": conditioning,
         "guidance_scale": guidance_scale,
+        "guidance_start": guidance_start,
+        "guidance_stop": guidance_stop,
         "num_inference_steps": num_inference_steps,
         "scheduler": type(pipe.scheduler).__name__,
         "seed": seed,
     }
     sampling = {
         "guidance_scale": guidance_scale,
+        "guidance_start": guidance_start,
+        "guidance_stop": guidance_stop,
         "num_inference_steps": num_inference_steps,
         "seed": seed,
         "batch_size": batch_size,

@@ -219,6 +219,8 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         width: int,
         num_inference_steps: int,
         guidance_scale: float,
+        guidance_start: float,
+        guidance_stop: float,
         num_images_per_prompt: int,
         generator: torch.Generator | list[torch.Generator] | None,
         latents: torch.Tensor | None,
@@ -272,6 +274,11 @@ class MnistDiffusionPipeline(DiffusionPipeline):
             )
         if guidance_scale < 0:
             raise ValueError(f"`guidance_scale` is {guidance_scale}; expected a value >= 0 (1 disables guidance).")
+        if not 0.0 <= guidance_start <= guidance_stop <= 1.0:
+            raise ValueError(
+                f"`guidance_start` is {guidance_start} and `guidance_stop` is {guidance_stop}; expected "
+                "0 <= guidance_start <= guidance_stop <= 1 (fractions of the denoising steps)."
+            )
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"`num_images_per_prompt` is {num_images_per_prompt!r}; expected an int >= 1.")
         total = batch_size * num_images_per_prompt
@@ -348,6 +355,8 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         width: int | None = None,
         num_inference_steps: int = 50,
         guidance_scale: float = 3.0,
+        guidance_start: float = 0.0,
+        guidance_stop: float = 1.0,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -373,6 +382,11 @@ class MnistDiffusionPipeline(DiffusionPipeline):
             num_inference_steps (`int`, defaults to 50): Denoising steps, between 1 and the training timesteps.
             guidance_scale (`float`, defaults to 3.0): Classifier-free guidance weight `w` in
                 `uncond + w * (cond - uncond)`; guidance runs (as one batched forward) only when `w > 1`.
+            guidance_start (`float`, defaults to 0.0): Fraction of the denoising steps after which guidance starts.
+            guidance_stop (`float`, defaults to 1.0): Fraction of the denoising steps after which guidance stops.
+                Guidance runs on steps `int(guidance_start * n) <= i < int(guidance_stop * n)` of `n`, as with
+                diffusers' `ClassifierFreeGuidance(start=..., stop=...)`; the other steps run the conditional branch
+                alone, at half the cost.
             num_images_per_prompt (`int`, defaults to 1): Images per prompt or label.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): One generator, or one per image
                 (then each image is the same as when generated alone with its generator).
@@ -404,6 +418,8 @@ class MnistDiffusionPipeline(DiffusionPipeline):
             width,
             num_inference_steps,
             guidance_scale,
+            guidance_start,
+            guidance_stop,
             num_images_per_prompt,
             generator,
             latents,
@@ -449,22 +465,27 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator)
         trajectory_latents, trajectory_originals = [latents], []
 
-        # 5. Denoising loop (a class-only UNet, e.g. diffusers' UNet2DModel, takes no text arguments at all)
+        # 5. Denoising loop (a class-only UNet, e.g. diffusers' UNet2DModel, takes no text arguments at all);
+        # unguided steps run only the conditional half of the batch
         self._num_timesteps = len(timesteps)
-        text_inputs = {}
+        guided_steps = range(0)
+        if do_classifier_free_guidance:
+            guided_steps = range(int(guidance_start * len(timesteps)), int(guidance_stop * len(timesteps)))
+        conditioning = {"class_labels": unet_class_labels}
         if encoder_hidden_states is not None:
-            text_inputs = {
-                "encoder_hidden_states": encoder_hidden_states,
-                "encoder_attention_mask": encoder_attention_mask,
-            }
+            conditioning["encoder_hidden_states"] = encoder_hidden_states
+            conditioning["encoder_attention_mask"] = encoder_attention_mask
+        conditional_only = conditioning
+        if do_classifier_free_guidance:
+            conditional_only = {k: v.chunk(2)[1] if v is not None else None for k, v in conditioning.items()}
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
-                model_input = torch.cat([latents] * 2) if do_classifier_free_guidance else latents
+                guided = i in guided_steps
+                model_input = torch.cat([latents] * 2) if guided else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
-                noise_pred = self.unet(
-                    model_input, t, class_labels=unet_class_labels, return_dict=False, **text_inputs
-                )[0]
-                if do_classifier_free_guidance:
+                inputs = conditioning if guided else conditional_only
+                noise_pred = self.unet(model_input, t, return_dict=False, **inputs)[0]
+                if guided:
                     noise_pred_uncond, noise_pred_cond = noise_pred.chunk(2)
                     noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_cond - noise_pred_uncond)
                 if return_trajectory:

@@ -66,6 +66,24 @@ def test_guidance_changes_the_output_and_runs_one_batched_forward(tiny_pipeline)
     assert not torch.allclose(guided, negative)
 
 
+def test_guidance_interval_guides_only_its_steps(tiny_pipeline):
+    calls = []
+    tiny_pipeline.unet.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    kwargs = {"prompt": ["seven", "one"], "class_labels": [7, 1], "guidance_scale": 4.0, "num_inference_steps": 4}
+    full = run(tiny_pipeline, **kwargs)
+    assert torch.equal(run(tiny_pipeline, **kwargs, guidance_start=0.0, guidance_stop=1.0), full)
+    calls.clear()
+    early = run(tiny_pipeline, **kwargs, guidance_stop=0.5)
+    assert calls == [4, 4, 2, 2]  # guided steps batch both branches, the rest only the conditional one
+    calls.clear()
+    late = run(tiny_pipeline, **kwargs, guidance_start=0.5)
+    assert calls == [2, 2, 4, 4]
+    unguided = run(tiny_pipeline, **{**kwargs, "guidance_scale": 1.0})
+    assert torch.equal(run(tiny_pipeline, **kwargs, guidance_start=0.3, guidance_stop=0.3), unguided)
+    for a, b in [(early, full), (early, unguided), (late, full), (late, unguided), (early, late)]:
+        assert not torch.allclose(a, b)
+
+
 def test_prompt_and_class_conditioning_each_matter(tiny_pipeline):
     base = run(tiny_pipeline, prompt="seven", class_labels=7, guidance_scale=1.0)
     assert not torch.allclose(base, run(tiny_pipeline, prompt="one", class_labels=7, guidance_scale=1.0))
@@ -216,6 +234,11 @@ BAD_INPUTS = [
     ({"prompt": ["a", "b"], "class_labels": [1, 2, 3]}, "2 prompts and 3 class labels"),
     ({"prompt": ["a", "b"], "negative_prompt": ["x", "y", "z"]}, "3 negative prompts for a batch of 2"),
     ({"class_labels": 1, "guidance_scale": -1.0}, "guidance_scale` is -1.0"),
+    (
+        {"class_labels": 1, "guidance_start": 0.6, "guidance_stop": 0.5},
+        "guidance_start` is 0.6 and `guidance_stop` is 0.5",
+    ),
+    ({"class_labels": 1, "guidance_stop": 1.5}, "guidance_stop` is 1.5"),
     ({"class_labels": 1, "num_inference_steps": 0}, "num_inference_steps` is 0"),
     ({"class_labels": 1, "num_inference_steps": 1001}, "num_inference_steps` is 1001"),
     ({"class_labels": 1, "height": 9}, "`height` is 9"),

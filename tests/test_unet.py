@@ -1,5 +1,7 @@
 """Tests of MnistUNet2DConditionModel: shapes, conditioning, timestep forms, masks, errors, save/load."""
 
+import json
+
 import pytest
 import torch
 from conftest import make_tiny_unet
@@ -101,6 +103,40 @@ def test_bad_inputs_raise_value_errors():
         MnistUNet2DConditionModel(block_out_channels=(8, 16), attention_levels=(True,))
     with pytest.raises(ValueError, match="num_class_embeds"):
         MnistUNet2DConditionModel(num_class_embeds=1)
+    with pytest.raises(ValueError, match="`patch_size` must be a positive integer, got 0"):
+        MnistUNet2DConditionModel(patch_size=0)
+
+
+def test_configs_saved_without_patch_size_load_at_full_resolution(tmp_path):
+    unet = make_tiny_unet()
+    unet.save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    config = json.loads(config_file.read_text())
+    del config["patch_size"]  # as written before the option existed
+    config_file.write_text(json.dumps(config))
+    loaded = MnistUNet2DConditionModel.from_pretrained(tmp_path)
+    assert loaded.config.patch_size == 1
+    sample, context = inputs()
+    assert torch.equal(loaded(sample, 3, context).sample, unet(sample, 3, context).sample)
+
+
+@pytest.mark.parametrize("patch_size", [1, 2])
+def test_patch_size_folds_pixels_into_channels_and_back(patch_size):
+    torch.manual_seed(0)
+    unet = MnistUNet2DConditionModel(
+        block_out_channels=(8, 16), attention_levels=(False, True), attention_head_dim=8, patch_size=patch_size
+    )
+    assert unet.conv_in.in_channels == patch_size**2 and unet.conv_out.out_channels == patch_size**2
+    assert unet.downsample_factor == 2 * patch_size
+    sample = torch.randn(2, 1, 12, 12)
+    out = unet(sample, 3).sample
+    assert out.shape == sample.shape
+    # Every output pixel of the 2x2 patches is predicted separately: no two pixels of a patch are tied.
+    if patch_size == 2:
+        patches = torch.nn.functional.pixel_unshuffle(out, 2)
+        assert not torch.allclose(patches[:, 0], patches[:, 1])
+        with pytest.raises(ValueError, match="not divisible by 4, which this 2-level network with patch_size 2"):
+            unet(torch.randn(1, 1, 14, 14), 3)
 
 
 def test_save_and_load_round_trip_in_safetensors(tmp_path):

@@ -98,6 +98,13 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--attention_levels", default="0,1,1", help="1/0 per level: self- and cross-attention.")
     model.add_argument("--attention_head_dim", type=int, default=32)
     model.add_argument(
+        "--patch_size",
+        type=int,
+        default=1,
+        help="Pixels per side folded into channels before the first level (1: none; 2: the first level runs at 14x14, "
+        "about half the cost per image).",
+    )
+    model.add_argument(
         "--text_encoder_name_or_path",
         default=None,
         help="A CLIP text encoder and tokenizer (folder or Hub id; a saved pipeline works too). Frozen unless "
@@ -226,14 +233,14 @@ def validate_args(args: argparse.Namespace) -> None:
             f"--attention_levels has {len(args.attention_levels)} entries for {len(args.block_out_channels)} levels "
             "in --block_out_channels; expected one per level."
         )
-    factor = 2 ** (len(args.block_out_channels) - 1)
-    if args.resolution < 1 or args.resolution % factor:
-        raise ValueError(f"--resolution is {args.resolution}; expected a positive multiple of {factor} for this UNet.")
-    positive = ("train_batch_size", "gradient_accumulation_steps", "num_epochs", "layers_per_block")
+    positive = ("train_batch_size", "gradient_accumulation_steps", "num_epochs", "layers_per_block", "patch_size")
     positive += ("attention_head_dim", "validation_images_per_class", "validation_inference_steps")
     for name in positive:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} is {getattr(args, name)}; expected a positive integer.")
+    factor = args.patch_size * 2 ** (len(args.block_out_channels) - 1)
+    if args.resolution < 1 or args.resolution % factor:
+        raise ValueError(f"--resolution is {args.resolution}; expected a positive multiple of {factor} for this UNet.")
     for name in ("max_train_steps", "checkpoints_total_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} is {getattr(args, name)}; expected a positive integer.")
@@ -338,6 +345,7 @@ def build_models(
         cross_attention_dim=text_encoder.config.hidden_size,
         num_class_embeds=num_classes + 1,
         norm_num_groups=min(8, min(args.block_out_channels)),
+        patch_size=args.patch_size,
     )
     return tokenizer, text_encoder, unet
 

@@ -98,6 +98,7 @@ def evaluate_command(args: argparse.Namespace) -> EvaluationResult:
         reference_labels=reference.labels,
         conditioning=args.conditioning,
         guidance_scale=args.guidance_scale,
+        guidance_stop=args.guidance_stop,
         num_inference_steps=args.steps,
         seed=args.seed,
         batch_size=args.batch_size,
@@ -147,6 +148,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--conditioning", choices=CONDITIONINGS, default="auto", help="How samples are asked for.")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (3.0).")
+    parser.add_argument(
+        "--guidance-stop",
+        type=float,
+        default=1.0,
+        help="Guide only this first fraction of the steps (default 1.0: all); unguided steps cost half.",
+    )
     parser.add_argument("--steps", type=int, default=50, help="Denoising steps (50).")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
     parser.add_argument("--seed", type=int, default=0, help="Sample i uses seed + i (0).")

@@ -34,6 +34,7 @@ def generate(args: argparse.Namespace) -> Path:
         "class_labels": class_label,
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance_scale,
+        "guidance_stop": args.guidance_stop,
         "generator": torch.Generator().manual_seed(args.seed),
     }
     if args.best_of is None:
@@ -75,6 +76,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("-o", "--output", default="samples.png", help="Output PNG path (default samples.png).")
     gen.add_argument("--steps", type=int, default=50, help="Denoising steps (default 50).")
     gen.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (default 3.0).")
+    gen.add_argument(
+        "--guidance-stop",
+        type=float,
+        default=1.0,
+        help="Guide only this first fraction of the steps (default 1.0: all); unguided steps cost half.",
+    )
     gen.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
     gen.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
     gen.add_argument(
