@@ -135,14 +135,9 @@ def main() -> None:
         if not (output / "results.json").is_file():
             raise ValueError(f"--rescore: {str(output / 'results.json')!r} not found; expected a finished run there.")
         trained = {row["recipe"]: row for row in json.loads((output / "results.json").read_text())}
-        ours_seconds, ours_steps = (
-            60 * trained["ours (default command)"]["train_minutes"],
-            trained["ours (default command)"]["steps"],
-        )
-        stock_seconds, stock_steps = (
-            60 * trained["stock diffusers recipe"]["train_minutes"],
-            trained["stock diffusers recipe"]["steps"],
-        )
+        ours, stock = (trained[recipe] for recipe in ("ours (default command)", "stock diffusers recipe"))
+        ours_seconds, ours_steps = 60 * ours["train_minutes"], ours["steps"]
+        stock_seconds, stock_steps = 60 * stock["train_minutes"], stock["steps"]
     else:
         if output.exists() and any(output.iterdir()):
             raise ValueError(f"--output_dir {str(output)!r} is not empty; expected a new folder.")

@@ -89,11 +89,7 @@ def main() -> None:
             *("accelerate", "launch", "--config_file", str(REPO / "training/configs/single_cpu.yaml")),
             *(str(REPO / "training/train.py"), "--dataset_name", args.dataset_name, "--output_dir", str(folder)),
             *("--block_out_channels", channels, "--attention_levels", attention, "--patch_size", str(patch_size)),
-            *(
-                "--max_train_steps",
-                str(steps),
-            ),
-            *("--lr_warmup_steps", str(min(100, steps // 10)), "--report_to", "none"),
+            *("--max_train_steps", str(steps), "--lr_warmup_steps", str(min(100, steps // 10)), "--report_to", "none"),
         ]
         print(f"{name}: {params / 1e6:.2f}M parameters, {speed:.0f} img/s -> {steps} steps", flush=True)
         start = time.perf_counter()
@@ -133,16 +129,15 @@ def main() -> None:
     print(f"\nUNet variants, {args.budget_minutes:g} min of training each on {torch.get_num_threads()} CPU threads,")
     print(f"{args.num_samples} samples, DPM-Solver++-20, guidance {args.guidance_scale:g}, shipped classifier:\n")
     print(
-        "| variant | channels | attention | patch | params | train img/s | steps | minutes | cond. accuracy |", end=""
+        "| variant | channels | attention | patch | params | train img/s | steps | minutes | cond. accuracy | "
+        "classifier FID |"
     )
-    print(" classifier FID |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['variant']} | {r['block_out_channels']} | {r['attention_levels']} | {r['patch_size']} | "
-            f"{r['parameters_m']:.2f}M | "
-            f"{r['train_images_per_second']:.0f} | {r['steps']} | {r['train_minutes']:.1f} | "
-            f"{100 * r['conditional_accuracy']:.1f}% | {r['classifier_fid']:.1f} |"
+            f"{r['parameters_m']:.2f}M | {r['train_images_per_second']:.0f} | {r['steps']} | "
+            f"{r['train_minutes']:.1f} | {100 * r['conditional_accuracy']:.1f}% | {r['classifier_fid']:.1f} |"
         )
 
 

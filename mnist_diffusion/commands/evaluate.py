@@ -16,7 +16,7 @@ from ..clip_model import ClipScorer
 from ..data import load_split, prepare_training_data
 from ..evaluation import CONDITIONINGS, EvaluationResult, evaluate
 from ..image_grid import image_grid
-from .loading import SCHEDULERS, check_model_argument, open_pipeline
+from .loading import SCHEDULERS, add_guidance_stop_argument, check_model_argument, open_pipeline
 
 #: Number of samples in each of the CLIP best and worst grids (fewer when fewer were scored).
 GRID_SIZE = 64
@@ -148,12 +148,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--conditioning", choices=CONDITIONINGS, default="auto", help="How samples are asked for.")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (3.0).")
-    parser.add_argument(
-        "--guidance-stop",
-        type=float,
-        default=1.0,
-        help="Guide only this first fraction of the steps (default 1.0: all); unguided steps cost half.",
-    )
+    add_guidance_stop_argument(parser)
     parser.add_argument("--steps", type=int, default=50, help="Denoising steps (50).")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
     parser.add_argument("--seed", type=int, default=0, help="Sample i uses seed + i (0).")

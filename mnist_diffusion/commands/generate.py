@@ -13,7 +13,7 @@ from ..clip_model import ClipScorer
 from ..image_grid import image_grid
 from ..pipelines import MnistDiffusionPipeline
 from ..selection import select_best
-from .loading import SCHEDULERS, open_pipeline, parse_class_label
+from .loading import SCHEDULERS, add_guidance_stop_argument, open_pipeline, parse_class_label
 
 
 def generate(args: argparse.Namespace) -> Path:
@@ -76,12 +76,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("-o", "--output", default="samples.png", help="Output PNG path (default samples.png).")
     gen.add_argument("--steps", type=int, default=50, help="Denoising steps (default 50).")
     gen.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (default 3.0).")
-    gen.add_argument(
-        "--guidance-stop",
-        type=float,
-        default=1.0,
-        help="Guide only this first fraction of the steps (default 1.0: all); unguided steps cost half.",
-    )
+    add_guidance_stop_argument(gen)
     gen.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
     gen.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
     gen.add_argument(

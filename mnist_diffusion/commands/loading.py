@@ -1,7 +1,8 @@
-"""Load the pipeline a subcommand works on, from a folder or a Hub repo id, with an optional scheduler swap."""
+"""Load the pipeline a subcommand works on (folder or Hub repo id, optional scheduler swap); shared sampling flags."""
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
@@ -53,3 +54,13 @@ def open_pipeline(model: str | None = None, scheduler: str | None = None) -> Mni
     if scheduler is not None:
         pipe.scheduler = SCHEDULERS[scheduler].from_config(pipe.scheduler.config)
     return pipe
+
+
+def add_guidance_stop_argument(parser: argparse.ArgumentParser) -> None:
+    """`--guidance-stop`, the pipeline's `guidance_stop`, for the commands that sample."""
+    parser.add_argument(
+        "--guidance-stop",
+        type=float,
+        default=1.0,
+        help="Guide only this first fraction of the steps (default 1.0: all); unguided steps cost half.",
+    )

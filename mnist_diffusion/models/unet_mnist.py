@@ -105,8 +105,8 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
     Its `forward` takes the same arguments as diffusers' [`UNet2DConditionModel`] and returns the same
     [`UNet2DConditionOutput`], so pipelines can use either. Compared with a stock `UNet2DConditionModel` of similar
     size it keeps attention to the small levels, uses one residual block per level on the way down and fuses keys and
-    values, and it can fold 2x2 pixel patches into channels (`patch_size=2`, the training default: a 28x28 digit is
-    then processed at 14x14 and 7x7), which makes it several times faster on a CPU.
+    values, and it can fold 2x2 pixel patches into channels (`patch_size=2`, the released model's layout: a 28x28 digit
+    is then processed at 14x14 and 7x7), which makes it several times faster on a CPU.
 
     Conditioning, each part optional and combinable:
     - text: cross-attention over `encoder_hidden_states` (e.g. a CLIP text model's last hidden state), with the
