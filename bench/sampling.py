@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import statistics
 import time
 
 import torch
@@ -38,26 +39,37 @@ def parse_args() -> argparse.Namespace:
         default=[],
         help="Also time DPM-Solver++-20 with guidance on only the first fraction of its steps (e.g. 0.5).",
     )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="Timed calls per sampler, median reported (DDPM-1000: always one)."
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if min(args.batch_size, args.num_samples, args.ddpm_num_samples) < 10:
         raise ValueError("--batch_size, --num_samples and --ddpm_num_samples must be at least 10.")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats is {args.repeats}; expected at least 1.")
     return args
 
 
-def timed_call(pipe: MnistDiffusionPipeline, batch_size: int, steps: int, seed: int, **guidance) -> float:
-    """Seconds for one pipeline call generating `batch_size` images (digits 0..9 in turn), after a short warm-up."""
+def timed_call(
+    pipe: MnistDiffusionPipeline, batch_size: int, steps: int, seed: int, repeats: int, **guidance
+) -> float:
+    """Median seconds of `repeats` pipeline calls generating `batch_size` images (digits 0..9 in turn), after a
+    short warm-up call."""
     labels = [i % 10 for i in range(batch_size)]
     pipe(class_labels=labels, num_inference_steps=2, output_type="pt", **guidance)
-    start = time.perf_counter()
-    pipe(
-        class_labels=labels,
-        num_inference_steps=steps,
-        generator=torch.Generator().manual_seed(seed),
-        output_type="pt",
-        **guidance,
-    )
-    return time.perf_counter() - start
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pipe(
+            class_labels=labels,
+            num_inference_steps=steps,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pt",
+            **guidance,
+        )
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
 
 
 def main() -> None:
@@ -75,7 +87,8 @@ def main() -> None:
         pipe.scheduler = scheduler_cls.from_config(base_config)
         num_samples = args.ddpm_num_samples if name == "DDPM" else args.num_samples
         batch_size = min(args.batch_size, num_samples)  # DDPM-1000 is timed on fewer images when asked to
-        seconds = timed_call(pipe, batch_size, steps, args.seed, guidance_scale=guidance, guidance_stop=stop)
+        repeats = 1 if name == "DDPM" else args.repeats
+        seconds = timed_call(pipe, batch_size, steps, args.seed, repeats, guidance_scale=guidance, guidance_stop=stop)
         result = evaluate(
             pipe,
             num_samples,
@@ -93,7 +106,7 @@ def main() -> None:
         rows.append((sampler, batch_size, seconds, num_samples, result.accuracy, result.classifier_fid))
         print(rows[-1], flush=True)
     print(f"\nSampling on {torch.get_num_threads()} CPU threads, guidance {guidance:g} (batched CFG), {args.model}:\n")
-    print("| sampler | images per call | seconds | images/s | scored samples | cond. accuracy | classifier FID |")
+    print("| sampler | images per call | median s | images/s | scored samples | cond. accuracy | classifier FID |")
     print("|---|---|---|---|---|---|---|")
     for sampler, batch_size, seconds, num_samples, accuracy, fid in rows:
         print(

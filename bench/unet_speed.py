@@ -14,8 +14,9 @@ TEXT_DIM, TOKENS, CLASSES = 64, 16, 10
 
 
 def build_models() -> dict[str, torch.nn.Module]:
-    """Our released layout (2x2 patches: levels at 14x14 and 7x7), the same UNet at full resolution (levels at 28x28
-    and 14x14), and a stock UNet2DConditionModel of the same widths and attention levels (full resolution)."""
+    """Our UNet with 2x2 patches (levels at 14x14 and 7x7), with transposed-convolution upsampling (the released
+    layout) and with nearest + conv upsampling, the same UNet at full resolution (levels at 28x28 and 14x14), and a
+    stock UNet2DConditionModel of the same widths and attention levels (full resolution)."""
     torch.manual_seed(0)
     common = {
         "block_out_channels": (32, 64),
@@ -37,7 +38,10 @@ def build_models() -> dict[str, torch.nn.Module]:
         num_class_embeds=CLASSES + 1,
     )
     return {
-        "ours, patch_size 2 (released)": MnistUNet2DConditionModel(patch_size=2, **common),
+        "ours, patch 2, conv-transpose up (released)": MnistUNet2DConditionModel(
+            patch_size=2, upsample_type="conv_transpose", **common
+        ),
+        "ours, patch 2, interpolate up": MnistUNet2DConditionModel(patch_size=2, **common),
         "ours, patch_size 1": MnistUNet2DConditionModel(patch_size=1, **common),
         "UNet2DConditionModel (stock)": stock,
     }
@@ -72,7 +76,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     batch = make_batch(args.batch_size)
     print(f"batch {args.batch_size}, 28x28x1, text {TOKENS}x{TEXT_DIM} + class, {args.threads} threads, fp32")
-    print(f"{'model':32s} {'params':>10s} {'train img/s':>12s} {'infer img/s':>12s}")
+    print(f"{'model':44s} {'params':>10s} {'train img/s':>12s} {'infer img/s':>12s}")
     results = {}
     for name, model in build_models().items():
         params = sum(p.numel() for p in model.parameters())
@@ -94,7 +98,7 @@ def main() -> None:
         model.eval()
         infer = images_per_second(infer_step, args.batch_size, warmup=1, repeats=args.repeats)
         results[name] = (train, infer)
-        print(f"{name:32s} {params / 1e6:9.2f}M {train:12.1f} {infer:12.1f}")
+        print(f"{name:44s} {params / 1e6:9.2f}M {train:12.1f} {infer:12.1f}")
     stock_train, stock_infer = results["UNet2DConditionModel (stock)"]
     for name, (train, infer) in list(results.items())[:-1]:
         print(f"{name} vs stock: training {train / stock_train:.2f}x, inference {infer / stock_infer:.2f}x")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -396,29 +396,49 @@ def class_names_and_classifier(
     return names, classifier.to(pipe.device)
 
 
+@dataclass(frozen=True)
+class SamplingSettings:
+    r"""
+    How [`sample_batches`] calls the pipeline: guidance (scale and the fraction of steps it covers), steps, the first
+    seed and the images per call.
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.evaluation import SamplingSettings
+
+    >>> SamplingSettings(guidance_scale=2.0, num_inference_steps=20).guidance_stop
+    1.0
+    ```
+    """
+
+    guidance_scale: float = 3.0
+    num_inference_steps: int = 50
+    seed: int = 0
+    batch_size: int = 100
+    guidance_start: float = 0.0
+    guidance_stop: float = 1.0
+
+
 def sample_batches(
     pipe: MnistDiffusionPipeline,
     labels: torch.Tensor,
     prompts: Sequence[str],
+    settings: SamplingSettings,
     *,
     conditioning: str,
-    guidance_scale: float,
-    num_inference_steps: int,
-    seed: int,
-    batch_size: int,
-    guidance_start: float = 0.0,
-    guidance_stop: float = 1.0,
     return_trajectory: bool = False,
     desc: str = "sampling",
 ) -> Iterator[tuple[slice, MnistDiffusionPipelineOutput]]:
     r"""
-    Generate one sample per entry of `labels`/`prompts` (used as `conditioning` says), `batch_size` at a time, with
-    a tqdm progress bar, yielding `(positions, output)` per batch with `output_type="pt"` images in [0, 1].
+    Generate one sample per entry of `labels`/`prompts` (used as `conditioning` says), `settings.batch_size` at a
+    time, with a tqdm progress bar, yielding `(positions, output)` per batch with `output_type="pt"` images in [0, 1].
 
-    Sample `i` starts from the noise of `torch.Generator().manual_seed(seed + i)`, so it does not depend on the batch
-    size, and requests with the same positions share their noise (paired comparisons). The pipeline's own
+    Sample `i` starts from the noise of `torch.Generator().manual_seed(settings.seed + i)`, so it does not depend on
+    the batch size, and requests with the same positions share their noise (paired comparisons). The pipeline's own
     progress bar is silenced meanwhile.
     """
+    batch_size, seed = settings.batch_size, settings.seed
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}; expected a positive integer.")
     previous_config = getattr(pipe, "_progress_bar_config", {}).copy()
@@ -430,10 +450,10 @@ def sample_batches(
                 output = pipe(
                     prompt=list(prompts[positions]) if "prompt" in conditioning else None,
                     class_labels=labels[positions].tolist() if "label" in conditioning else None,
-                    num_inference_steps=num_inference_steps,
-                    guidance_scale=guidance_scale,
-                    guidance_start=guidance_start,
-                    guidance_stop=guidance_stop,
+                    num_inference_steps=settings.num_inference_steps,
+                    guidance_scale=settings.guidance_scale,
+                    guidance_start=settings.guidance_start,
+                    guidance_stop=settings.guidance_stop,
                     generator=[torch.Generator().manual_seed(seed + i) for i in range(start, positions.stop)],
                     output_type="pt",
                     return_trajectory=return_trajectory,
@@ -538,15 +558,10 @@ def measure_style_control(
     pipe: MnistDiffusionPipeline,
     class_names: Sequence[str],
     baseline_images: torch.Tensor,
+    settings: SamplingSettings,
     *,
     samples_per_request: int,
     conditioning: str,
-    guidance_scale: float,
-    num_inference_steps: int,
-    seed: int,
-    batch_size: int,
-    guidance_start: float = 0.0,
-    guidance_stop: float = 1.0,
 ) -> StyleControlResult:
     r"""
     Generate `samples_per_request` samples for each request of `STYLE_REQUESTS` that the classes' captions can
@@ -570,13 +585,8 @@ def measure_style_control(
                     pipe,
                     labels,
                     prompts,
+                    settings,
                     conditioning="label+prompt" if "label" in conditioning else "prompt",
-                    guidance_scale=guidance_scale,
-                    guidance_start=guidance_start,
-                    guidance_stop=guidance_stop,
-                    num_inference_steps=num_inference_steps,
-                    seed=seed,
-                    batch_size=batch_size,
                     desc=f"style {word!r}",
                 )
             ]
@@ -680,24 +690,10 @@ def evaluate(
         )
     labels = torch.arange(num_samples) % num_classes
     prompts = [class_prompt(class_names[c]) for c in labels.tolist()]
-    settings = {
-        "conditioning": conditioning,
-        "guidance_scale": guidance_scale,
-        "guidance_start": guidance_start,
-        "guidance_stop": guidance_stop,
-        "num_inference_steps": num_inference_steps,
-        "scheduler": type(pipe.scheduler).__name__,
-        "seed": seed,
-    }
-    sampling = {
-        "guidance_scale": guidance_scale,
-        "guidance_start": guidance_start,
-        "guidance_stop": guidance_stop,
-        "num_inference_steps": num_inference_steps,
-        "seed": seed,
-        "batch_size": batch_size,
-    }
-    batches = sample_batches(pipe, labels, prompts, conditioning=conditioning, **sampling)
+    sampling = SamplingSettings(guidance_scale, num_inference_steps, seed, batch_size, guidance_start, guidance_stop)
+    settings = {"conditioning": conditioning, "scheduler": type(pipe.scheduler).__name__}
+    settings.update((name, value) for name, value in asdict(sampling).items() if name != "batch_size")
+    batches = sample_batches(pipe, labels, prompts, sampling, conditioning=conditioning)
     images = torch.cat([output.images.cpu() for _, output in batches])
     result = score_samples(
         images,
@@ -720,9 +716,9 @@ def evaluate(
             pipe,
             class_names,
             images[:style_samples_per_request],
+            sampling,
             samples_per_request=style_samples_per_request,
             conditioning=conditioning,
-            **sampling,
         )
     return result
 

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 import torch
 
 from .classifier import MnistClassifier
-from .evaluation import class_names_and_classifier, class_prompt, resolve_conditioning, sample_batches
+from .evaluation import (
+    SamplingSettings,
+    class_names_and_classifier,
+    class_prompt,
+    resolve_conditioning,
+    sample_batches,
+)
 from .pipelines import MnistDiffusionPipeline
 
 #: Accuracy levels for which [`RecognizabilityResult.first_fraction`] reports the first fraction reaching them.
@@ -141,11 +147,8 @@ def recognizability(
         pipe,
         labels,
         prompts,
+        SamplingSettings(guidance_scale, num_inference_steps, seed, batch_size),
         conditioning=conditioning,
-        guidance_scale=guidance_scale,
-        num_inference_steps=num_inference_steps,
-        seed=seed,
-        batch_size=batch_size,
         return_trajectory=True,
         desc="trajectories",
     )

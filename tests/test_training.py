@@ -126,7 +126,7 @@ def test_two_processes_train_and_save_a_loadable_pipeline(parquet_dataset, tmp_p
     assert generate(output_dir).shape == (1, 8, 8, 1)
 
 
-def test_bf16_patch_size_2_frozen_text_encoder_and_caption_column(tmp_path):
+def test_bf16_patch_size_2_conv_transpose_frozen_text_encoder_and_caption_column(tmp_path):
     dataset_dir, encoder_dir, output_dir = tmp_path / "captioned", tmp_path / "encoder", tmp_path / "bf16"
     dataset = make_digit_dataset()
     dataset.add_column("text", [f"a thick {label}" for label in dataset["label"]]).save_to_disk(str(dataset_dir))
@@ -137,7 +137,8 @@ def test_bf16_patch_size_2_frozen_text_encoder_and_caption_column(tmp_path):
     result = launch(
         ["--dataset_name", str(dataset_dir), "--caption_column", "text", "--text_encoder_name_or_path",
          str(encoder_dir), "--output_dir", str(output_dir), "--max_train_steps", "2", "--validation_steps", "0",
-         "--checkpointing_steps", "0", "--no-use_ema", "--prediction_type", "v_prediction", "--patch_size", "2"],
+         "--checkpointing_steps", "0", "--no-use_ema", "--prediction_type", "v_prediction", "--patch_size", "2",
+         "--upsample_type", "conv_transpose"],
         mixed_precision="bf16",
     )  # fmt: skip
     assert "Mixed precision type: bf16" in result.stdout + result.stderr
@@ -148,7 +149,8 @@ def test_bf16_patch_size_2_frozen_text_encoder_and_caption_column(tmp_path):
         torch.testing.assert_close(saved[name], tensor, msg=f"frozen text encoder weight {name} changed")
     scheduler_config = json.loads((output_dir / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler_config["prediction_type"] == "v_prediction"
-    assert json.loads((output_dir / "unet" / "config.json").read_text())["patch_size"] == 2
+    unet_config = json.loads((output_dir / "unet" / "config.json").read_text())
+    assert (unet_config["patch_size"], unet_config["upsample_type"]) == (2, "conv_transpose")
 
 
 @pytest.fixture(scope="module")

@@ -105,17 +105,20 @@ def test_bad_inputs_raise_value_errors():
         MnistUNet2DConditionModel(num_class_embeds=1)
     with pytest.raises(ValueError, match="`patch_size` must be a positive integer, got 0"):
         MnistUNet2DConditionModel(patch_size=0)
+    with pytest.raises(ValueError, match="`upsample_type` is 'bilinear'; expected 'interpolate' or 'conv_transpose'"):
+        MnistUNet2DConditionModel(upsample_type="bilinear")
 
 
-def test_configs_saved_without_patch_size_load_at_full_resolution(tmp_path):
+@pytest.mark.parametrize("option, value_before", [("patch_size", 1), ("upsample_type", "interpolate")])
+def test_configs_saved_before_an_option_existed_load_unchanged(tmp_path, option, value_before):
     unet = make_tiny_unet()
     unet.save_pretrained(tmp_path)
     config_file = tmp_path / "config.json"
     config = json.loads(config_file.read_text())
-    del config["patch_size"]  # as written before the option existed
+    del config[option]  # as written before the option existed
     config_file.write_text(json.dumps(config))
     loaded = MnistUNet2DConditionModel.from_pretrained(tmp_path)
-    assert loaded.config.patch_size == 1
+    assert loaded.config[option] == value_before
     sample, context = inputs()
     assert torch.equal(loaded(sample, 3, context).sample, unet(sample, 3, context).sample)
 
@@ -137,6 +140,27 @@ def test_patch_size_folds_pixels_into_channels_and_back(patch_size):
         assert not torch.allclose(patches[:, 0], patches[:, 1])
         with pytest.raises(ValueError, match="not divisible by 4, which this 2-level network with patch_size 2"):
             unet(torch.randn(1, 1, 14, 14), 3)
+
+
+def test_conv_transpose_upsampling_goes_straight_to_the_narrower_width(tmp_path):
+    torch.manual_seed(0)
+    widths = {"block_out_channels": (8, 16), "attention_levels": (False, True), "attention_head_dim": 8}
+    unet = MnistUNet2DConditionModel(upsample_type="conv_transpose", patch_size=2, **widths)
+    interpolating = MnistUNet2DConditionModel(patch_size=2, **widths)
+    (upsampler,) = unet.upsamplers
+    assert isinstance(upsampler, torch.nn.ConvTranspose2d)
+    assert (upsampler.in_channels, upsampler.out_channels) == (16, 8)
+    # The first block after it reads 8 upsampled + 8 skip channels instead of 16 + 8.
+    assert unet.up_levels[1].resnets[0].conv1.in_channels == 16
+    assert interpolating.up_levels[1].resnets[0].conv1.in_channels == 24
+    assert unet.num_parameters() < interpolating.num_parameters()
+    sample = torch.randn(2, 1, 12, 12)
+    out = unet(sample, 3).sample
+    assert out.shape == sample.shape
+    unet.save_pretrained(tmp_path)
+    loaded = MnistUNet2DConditionModel.from_pretrained(tmp_path)
+    assert loaded.config.upsample_type == "conv_transpose"
+    assert torch.equal(loaded(sample, 3).sample, out)
 
 
 def test_save_and_load_round_trip_in_safetensors(tmp_path):

@@ -105,6 +105,12 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         "about half the cost per image).",
     )
     model.add_argument(
+        "--upsample_type",
+        default="interpolate",
+        choices=["interpolate", "conv_transpose"],
+        help="Upsampling on the way up: nearest + 3x3 conv (interpolate) or a 2x2 transposed conv to the next width.",
+    )
+    model.add_argument(
         "--text_encoder_name_or_path",
         default=None,
         help="A CLIP text encoder and tokenizer (folder or Hub id; a saved pipeline works too). Frozen unless "
@@ -346,6 +352,7 @@ def build_models(
         num_class_embeds=num_classes + 1,
         norm_num_groups=min(8, min(args.block_out_channels)),
         patch_size=args.patch_size,
+        upsample_type=args.upsample_type,
     )
     return tokenizer, text_encoder, unet
 

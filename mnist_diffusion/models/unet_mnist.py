@@ -133,6 +133,11 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
             convolution (space-to-depth, `pixel_unshuffle`) and unfolded after the last one (`pixel_shuffle`). With
             2 the first level runs at half the image's resolution, about half the operations of a full-resolution
             level; 1 (the default, as in configs saved before this option existed) keeps the full resolution.
+        upsample_type (`str`, defaults to `"interpolate"`): How the way up doubles the resolution: `"interpolate"`
+            (nearest-neighbour, then a 3x3 convolution at the same width, as diffusers' `Upsample2D`; the default,
+            as in configs saved before this option existed) or `"conv_transpose"` (a 2x2 stride-2 transposed
+            convolution straight to the next level's width, which also narrows the following block's input: about a
+            sixth fewer operations for the `(32, 64)`, `patch_size=2` layout).
 
     Example:
 
@@ -162,6 +167,7 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
         norm_num_groups: int = 8,
         dropout: float = 0.0,
         patch_size: int = 1,
+        upsample_type: str = "interpolate",
     ):
         super().__init__()
         if len(attention_levels) != len(block_out_channels):
@@ -176,6 +182,8 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
 
         if not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"`patch_size` must be a positive integer, got {patch_size!r}.")
+        if upsample_type not in ("interpolate", "conv_transpose"):
+            raise ValueError(f"`upsample_type` is {upsample_type!r}; expected 'interpolate' or 'conv_transpose'.")
 
         base = block_out_channels[0]
         embedding_dim = 4 * base
@@ -214,8 +222,11 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
                 inputs.append(channels + skip_channels.pop())
                 channels = width
             self.up_levels.append(UNetLevel(inputs, width, attention=attention, **level_args))
-            if i > 0:
+            if i > 0 and upsample_type == "interpolate":
                 self.upsamplers.append(nn.Conv2d(width, width, 3, padding=1))
+            elif i > 0:
+                channels = block_out_channels[i - 1]
+                self.upsamplers.append(nn.ConvTranspose2d(width, channels, 2, stride=2))
 
         self.norm_out = nn.GroupNorm(min(norm_num_groups, base), base)
         self.conv_out = nn.Conv2d(base, out_channels * patch_size**2, 3, padding=1)
@@ -305,8 +316,10 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
             for resnet, attention in zip(level.resnets, level.attentions, strict=True):
                 h = resnet(torch.cat([h, skips.pop()], dim=1), emb)
                 h = self._attend(attention, h, encoder_hidden_states, context_mask)
-            if i < len(self.upsamplers):
+            if i < len(self.upsamplers) and self.config.upsample_type == "interpolate":
                 h = self.upsamplers[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            elif i < len(self.upsamplers):
+                h = self.upsamplers[i](h)
         out = F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(h))), self.config.patch_size)
         if not return_dict:
             return (out,)
