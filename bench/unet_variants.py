@@ -17,12 +17,13 @@ from mnist_diffusion.evaluation import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 128
-# name -> (block_out_channels, attention_levels, patch_size), as training/train.py flags
+# name -> (block_out_channels, attention_levels, patch_size, upsample_type), as training/train.py flags
 VARIANTS = {
-    "tiny": ("8,16,32", "0,1,1", 1),
-    "small (default)": ("16,32,64", "0,1,1", 1),
-    "patched (released layout)": ("32,64", "0,1", 2),
-    "large": ("32,64,128", "0,1,1", 1),
+    "tiny": ("8,16,32", "0,1,1", 1, "interpolate"),
+    "small (default)": ("16,32,64", "0,1,1", 1, "interpolate"),
+    "patched": ("32,64", "0,1", 2, "interpolate"),
+    "patched-convT (released layout)": ("32,64", "0,1", 2, "conv_transpose"),
+    "large": ("32,64,128", "0,1,1", 1, "interpolate"),
 }
 
 
@@ -41,7 +42,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def build_unet(channels: str, attention: str, patch_size: int) -> MnistUNet2DConditionModel:
+def build_unet(channels: str, attention: str, patch_size: int, upsample_type: str) -> MnistUNet2DConditionModel:
     """The UNet train.py builds for these flags (64-d text states, ten classes plus the null class)."""
     return MnistUNet2DConditionModel(
         block_out_channels=tuple(int(c) for c in channels.split(",")),
@@ -49,6 +50,7 @@ def build_unet(channels: str, attention: str, patch_size: int) -> MnistUNet2DCon
         cross_attention_dim=64,
         num_class_embeds=11,
         patch_size=patch_size,
+        upsample_type=upsample_type,
     )
 
 
@@ -78,8 +80,8 @@ def main() -> None:
     test = prepare_training_data(load_split(args.dataset_name, split="test"))
     rows = []
     for name in args.variants:
-        channels, attention, patch_size = VARIANTS[name]
-        unet = build_unet(channels, attention, patch_size)
+        channels, attention, patch_size, upsample_type = VARIANTS[name]
+        unet = build_unet(channels, attention, patch_size, upsample_type)
         params = sum(p.numel() for p in unet.parameters())
         speed = training_images_per_second(unet)
         # Fit the step count (and so the full warmup + cosine schedule) to the budget; 10% margin for validation.
@@ -89,6 +91,7 @@ def main() -> None:
             *("accelerate", "launch", "--config_file", str(REPO / "training/configs/single_cpu.yaml")),
             *(str(REPO / "training/train.py"), "--dataset_name", args.dataset_name, "--output_dir", str(folder)),
             *("--block_out_channels", channels, "--attention_levels", attention, "--patch_size", str(patch_size)),
+            *("--upsample_type", upsample_type),
             *("--max_train_steps", str(steps), "--lr_warmup_steps", str(min(100, steps // 10)), "--report_to", "none"),
         ]
         print(f"{name}: {params / 1e6:.2f}M parameters, {speed:.0f} img/s -> {steps} steps", flush=True)
@@ -116,6 +119,7 @@ def main() -> None:
                 "block_out_channels": channels,
                 "attention_levels": attention,
                 "patch_size": patch_size,
+                "upsample_type": upsample_type,
                 "parameters_m": params / 1e6,
                 "train_images_per_second": speed,
                 "steps": steps,
@@ -129,14 +133,14 @@ def main() -> None:
     print(f"\nUNet variants, {args.budget_minutes:g} min of training each on {torch.get_num_threads()} CPU threads,")
     print(f"{args.num_samples} samples, DPM-Solver++-20, guidance {args.guidance_scale:g}, shipped classifier:\n")
     print(
-        "| variant | channels | attention | patch | params | train img/s | steps | minutes | cond. accuracy | "
-        "classifier FID |"
+        "| variant | channels | attention | patch | upsampling | params | train img/s | steps | minutes | "
+        "cond. accuracy | classifier FID |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['variant']} | {r['block_out_channels']} | {r['attention_levels']} | {r['patch_size']} | "
-            f"{r['parameters_m']:.2f}M | {r['train_images_per_second']:.0f} | {r['steps']} | "
+            f"{r['upsample_type']} | {r['parameters_m']:.2f}M | {r['train_images_per_second']:.0f} | {r['steps']} | "
             f"{r['train_minutes']:.1f} | {100 * r['conditional_accuracy']:.1f}% | {r['classifier_fid']:.1f} |"
         )
 

@@ -27,6 +27,28 @@ def test_generate_writes_a_grid(saved_pipeline, tmp_path):
     assert grid.crop((2 * 8, 8, 3 * 8, 2 * 8)).getextrema() == (0, 0)  # the sixth cell is left black
 
 
+def test_generate_guidance_interval(saved_pipeline, tmp_path, capsys):
+    def argv(*options):
+        output = tmp_path / f"grid{len(list(tmp_path.glob('grid*.png')))}.png"
+        command = ["generate", "a 3", "--model", str(saved_pipeline), "-n", "2", "-o", str(output), "--steps", "4"]
+        return command + ["--class-label", "3", *options], output
+
+    def grid(*options):
+        command, output = argv(*options)
+        assert main(command) == 0
+        return PIL.Image.open(output).tobytes()
+
+    guided, unguided = grid("--guidance-scale", "5"), grid("--guidance-scale", "1")
+    assert guided != unguided
+    # No step inside the interval: the same images as without guidance.
+    assert grid("--guidance-scale", "5", "--guidance-start", "1.0") == unguided
+    assert grid("--guidance-scale", "5", "--guidance-start", "0.5") not in (guided, unguided)
+    command, output = argv("--guidance-start", "0.8", "--guidance-stop", "0.2")
+    assert main(command) == 2
+    assert "`guidance_start` is 0.8 and `guidance_stop` is 0.2" in capsys.readouterr().err
+    assert not output.exists()
+
+
 def test_image_grid_refuses_more_images_than_cells():
     with pytest.raises(ValueError, match="Got 7 images for a 2x3 grid"):
         image_grid([PIL.Image.new("L", (8, 8))] * 7, rows=2, cols=3)

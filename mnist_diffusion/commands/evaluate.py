@@ -16,7 +16,7 @@ from ..clip_model import ClipScorer
 from ..data import load_split, prepare_training_data
 from ..evaluation import CONDITIONINGS, EvaluationResult, evaluate
 from ..image_grid import image_grid
-from .loading import SCHEDULERS, add_guidance_stop_argument, check_model_argument, open_pipeline
+from .loading import SCHEDULERS, add_guidance_interval_arguments, check_model_argument, open_pipeline
 
 #: Number of samples in each of the CLIP best and worst grids (fewer when fewer were scored).
 GRID_SIZE = 64
@@ -98,6 +98,7 @@ def evaluate_command(args: argparse.Namespace) -> EvaluationResult:
         reference_labels=reference.labels,
         conditioning=args.conditioning,
         guidance_scale=args.guidance_scale,
+        guidance_start=args.guidance_start,
         guidance_stop=args.guidance_stop,
         num_inference_steps=args.steps,
         seed=args.seed,
@@ -148,7 +149,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--conditioning", choices=CONDITIONINGS, default="auto", help="How samples are asked for.")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (3.0).")
-    add_guidance_stop_argument(parser)
+    add_guidance_interval_arguments(parser)
     parser.add_argument("--steps", type=int, default=50, help="Denoising steps (50).")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
     parser.add_argument("--seed", type=int, default=0, help="Sample i uses seed + i (0).")

@@ -13,7 +13,7 @@ from ..clip_model import ClipScorer
 from ..image_grid import image_grid
 from ..pipelines import MnistDiffusionPipeline
 from ..selection import select_best
-from .loading import SCHEDULERS, add_guidance_stop_argument, open_pipeline, parse_class_label
+from .loading import SCHEDULERS, add_guidance_interval_arguments, open_pipeline, parse_class_label
 
 
 def generate(args: argparse.Namespace) -> Path:
@@ -34,6 +34,7 @@ def generate(args: argparse.Namespace) -> Path:
         "class_labels": class_label,
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance_scale,
+        "guidance_start": args.guidance_start,
         "guidance_stop": args.guidance_stop,
         "generator": torch.Generator().manual_seed(args.seed),
     }
@@ -76,7 +77,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("-o", "--output", default="samples.png", help="Output PNG path (default samples.png).")
     gen.add_argument("--steps", type=int, default=50, help="Denoising steps (default 50).")
     gen.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (default 3.0).")
-    add_guidance_stop_argument(gen)
+    add_guidance_interval_arguments(gen)
     gen.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
     gen.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
     gen.add_argument(

@@ -56,11 +56,17 @@ def open_pipeline(model: str | None = None, scheduler: str | None = None) -> Mni
     return pipe
 
 
-def add_guidance_stop_argument(parser: argparse.ArgumentParser) -> None:
-    """`--guidance-stop`, the pipeline's `guidance_stop`, for the commands that sample."""
+def add_guidance_interval_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--guidance-start` / `--guidance-stop`, the pipeline's guidance interval, for the commands that sample."""
+    parser.add_argument(
+        "--guidance-start",
+        type=float,
+        default=0.0,
+        help="Start guiding after this fraction of the steps (default 0.0); unguided steps cost half.",
+    )
     parser.add_argument(
         "--guidance-stop",
         type=float,
         default=1.0,
-        help="Guide only this first fraction of the steps (default 1.0: all); unguided steps cost half.",
+        help="Stop guiding after this fraction of the steps (default 1.0: guide to the end).",
     )
