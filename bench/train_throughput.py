@@ -24,7 +24,6 @@ def measure(mixed_precision: str, batch_size: int, steps: int, warmup_steps: int
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
 
-    from mnist_diffusion import MnistDDPMScheduler
     from mnist_diffusion.captions import measure_style
     from training.train import build_models, parse_args, training_loss
 
@@ -32,7 +31,7 @@ def measure(mixed_precision: str, batch_size: int, steps: int, warmup_steps: int
     torch.manual_seed(0)
     accelerator = Accelerator(mixed_precision=mixed_precision)
     label_names = [str(i) for i in range(10)]
-    tokenizer, text_encoder, unet = build_models(args, num_classes=len(label_names))
+    tokenizer, text_encoder, unet, scheduler = build_models(args, num_classes=len(label_names))
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
     ema = EMAModel(params, decay=args.ema_max_decay, use_ema_warmup=True, power=args.ema_power)
@@ -44,7 +43,6 @@ def measure(mixed_precision: str, batch_size: int, steps: int, warmup_steps: int
         "indices": torch.arange(batch_size),
     }
     style_words = measure_style(images).words()
-    scheduler = MnistDDPMScheduler(prediction_type=args.prediction_type)
     for step in range(warmup_steps + steps):
         if step == warmup_steps:
             start = time.perf_counter()

@@ -7,6 +7,7 @@ import time
 
 import torch
 from diffusers import UNet2DConditionModel
+from torch.utils.flop_counter import FlopCounterMode
 
 from mnist_diffusion import MnistUNet2DConditionModel
 
@@ -58,6 +59,15 @@ def make_batch(batch_size: int) -> dict[str, torch.Tensor]:
     }
 
 
+def macs_per_image(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    """Multiply-accumulates of one inference forward per image, counted by torch's FLOP counter (convolutions,
+    matrix products and attention; a multiply-accumulate is two FLOPs)."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(**batch)
+    return counter.get_total_flops() / 2 / batch["sample"].shape[0]
+
+
 def images_per_second(step, batch_size: int, warmup: int, repeats: int) -> float:
     for _ in range(warmup):
         step()
@@ -76,10 +86,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     batch = make_batch(args.batch_size)
     print(f"batch {args.batch_size}, 28x28x1, text {TOKENS}x{TEXT_DIM} + class, {args.threads} threads, fp32")
-    print(f"{'model':44s} {'params':>10s} {'train img/s':>12s} {'infer img/s':>12s}")
+    print(f"{'model':44s} {'params':>10s} {'MMAC/img':>9s} {'train img/s':>12s} {'infer img/s':>12s}")
     results = {}
     for name, model in build_models().items():
         params = sum(p.numel() for p in model.parameters())
+        macs = macs_per_image(model.eval(), batch)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         target = torch.randn_like(batch["sample"])
 
@@ -98,7 +109,7 @@ def main() -> None:
         model.eval()
         infer = images_per_second(infer_step, args.batch_size, warmup=1, repeats=args.repeats)
         results[name] = (train, infer)
-        print(f"{name:44s} {params / 1e6:9.2f}M {train:12.1f} {infer:12.1f}")
+        print(f"{name:44s} {params / 1e6:9.2f}M {macs / 1e6:9.1f} {train:12.1f} {infer:12.1f}")
     stock_train, stock_infer = results["UNet2DConditionModel (stock)"]
     for name, (train, infer) in list(results.items())[:-1]:
         print(f"{name} vs stock: training {train / stock_train:.2f}x, inference {infer / stock_infer:.2f}x")

@@ -37,7 +37,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(args: list[str], num_processes: int = 1, mixed_precision: str = "no") -> subprocess.CompletedProcess:
+# The tiny run settings without the flags that describe the models (a fine-tuned pipeline brings its own).
+FINE_TUNING_ARGS = [
+    arg
+    for flag, value in zip(TINY_TRAINING_ARGS[::2], TINY_TRAINING_ARGS[1::2], strict=True)
+    if flag.lstrip("-")
+    not in {"block_out_channels", "attention_levels", "attention_head_dim", "text_encoder_hidden_size"}
+    for arg in (flag, value)
+]
+
+
+def launch(
+    args: list[str], num_processes: int = 1, mixed_precision: str = "no", base_args: list[str] = TINY_TRAINING_ARGS
+) -> subprocess.CompletedProcess:
     """Run the training script with `accelerate launch` on CPU; fails the test with its output on error."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
     if num_processes == 1:
@@ -49,7 +61,7 @@ def launch(args: list[str], num_processes: int = 1, mixed_precision: str = "no")
         env.update(ACCELERATE_USE_CPU="1", MASTER_ADDR="127.0.0.1")
     command = [
         sys.executable, "-m", "accelerate.commands.launch", *launcher, "--mixed_precision", mixed_precision,
-        "--dynamo_backend", "no", str(TRAIN_SCRIPT), *TINY_TRAINING_ARGS, *args,
+        "--dynamo_backend", "no", str(TRAIN_SCRIPT), *base_args, *args,
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
@@ -153,6 +165,40 @@ def test_bf16_patch_size_2_conv_transpose_frozen_text_encoder_and_caption_column
     assert (unet_config["patch_size"], unet_config["upsample_type"]) == (2, "conv_transpose")
 
 
+def test_fine_tuning_starts_from_a_saved_pipeline_and_keeps_its_models(parquet_dataset, tmp_path):
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    common = ["--dataset_name", str(parquet_dataset), "--validation_steps", "0", "--checkpointing_steps", "0"]
+    launch(common + ["--output_dir", str(base), "--max_train_steps", "3", "--seed", "1", "--patch_size", "2",
+                     "--prediction_type", "epsilon"])  # fmt: skip
+    # One step at a negligible learning rate: the result is the base model, not a fresh initialisation.
+    launch(
+        common + ["--output_dir", str(tuned), "--pretrained_model_name_or_path", str(base), "--max_train_steps", "1",
+                  "--learning_rate", "1e-12", "--no-use_ema"],
+        base_args=FINE_TUNING_ARGS,
+    )  # fmt: skip
+    for component, weights in (("unet", "diffusion_pytorch_model.safetensors"), ("text_encoder", "model.safetensors")):
+        expected, actual = load_file(base / component / weights), load_file(tuned / component / weights)
+        assert expected.keys() == actual.keys()
+        for name, tensor in expected.items():
+            torch.testing.assert_close(actual[name], tensor, atol=1e-6, rtol=0, msg=f"{component} {name} differs")
+    unet_config = json.loads((tuned / "unet" / "config.json").read_text())
+    assert (unet_config["patch_size"], unet_config["block_out_channels"]) == (2, [16, 32])
+    scheduler_config = json.loads((tuned / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler_config["prediction_type"] == "epsilon"
+    recorded = json.loads((tuned / "training_args.json").read_text())
+    assert recorded["pretrained_model_name_or_path"] == str(base)
+    assert recorded["block_out_channels"] is None and recorded["prediction_type"] is None  # not the unused defaults
+    assert generate(tuned).shape == (1, 8, 8, 1)
+
+    # A fresh run from the same seed differs: the match above is the loaded weights, not a coincidence.
+    fresh = tmp_path / "fresh"
+    launch(common + ["--output_dir", str(fresh), "--max_train_steps", "1", "--learning_rate", "1e-12", "--no-use_ema",
+                     "--patch_size", "2"])  # fmt: skip
+    fresh_unet = load_file(fresh / "unet" / "diffusion_pytorch_model.safetensors")
+    tuned_unet = load_file(tuned / "unet" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.allclose(fresh_unet[name], tensor) for name, tensor in tuned_unet.items())
+
+
 @pytest.fixture(scope="module")
 def train_module():
     return load_training_script("train")
@@ -171,6 +217,7 @@ def train_module():
         (["--patch_size", "0"], "--patch_size is 0"),
         (["--patch_size", "3"], "--resolution is 8; expected a positive multiple of 6"),
         (["--cond_dropout_prob", "0.6"], "--cond_dropout_prob is 0.6"),
+        (["--pretrained_model_name_or_path", "user/model"], "--block_out_channels is '16,32', but --pretrained"),
         (["--cond_dropout_prob", "0.3", "--class_dropout_prob", "0.5"], "--class_dropout_prob is 0.5"),
     ],
 )
@@ -182,6 +229,15 @@ def test_bad_input_fails_before_training_without_writing(train_module, parquet_d
                 [*TINY_TRAINING_ARGS, "--dataset_name", str(parquet_dataset), "--output_dir", str(output_dir), *extra]
             )
         )
+    assert not output_dir.exists()
+
+
+def test_fine_tuning_refuses_a_folder_that_is_not_a_pipeline(train_module, parquet_dataset, tmp_path):
+    not_a_pipeline, output_dir = tmp_path / "empty", tmp_path / "out"
+    not_a_pipeline.mkdir()
+    args = [*FINE_TUNING_ARGS, "--dataset_name", str(parquet_dataset), "--output_dir", str(output_dir)]
+    with pytest.raises(ValueError, match="could not be loaded as an MnistDiffusionPipeline .*no model_index.json"):
+        train_module.main(train_module.parse_args([*args, "--pretrained_model_name_or_path", str(not_a_pipeline)]))
     assert not output_dir.exists()
 
 

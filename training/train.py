@@ -44,6 +44,18 @@ TRAINING_ARGS_NAME = "training_args.json"
 CHECKPOINT_STATE_NAME = "training_state.json"
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
+# Flags that describe the models to build; a fine-tuned pipeline (--pretrained_model_name_or_path) brings its own.
+ARCHITECTURE_FLAGS = (
+    "block_out_channels",
+    "layers_per_block",
+    "attention_levels",
+    "attention_head_dim",
+    "patch_size",
+    "upsample_type",
+    "text_encoder_name_or_path",
+    "text_encoder_hidden_size",
+    "prediction_type",
+)
 
 
 def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
@@ -57,7 +69,7 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
 
     >>> args = parse_args(["--output_dir", "out", "--max_train_steps", "10"])
     >>> args.block_out_channels, args.caption_mode
-    ((32, 64, 128), 'label+style')
+    ((16, 32, 64), 'label+style')
     ```
     """
     parser = argparse.ArgumentParser(description=__doc__)
@@ -91,6 +103,12 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     )
 
     model = parser.add_argument_group("model")
+    model.add_argument(
+        "--pretrained_model_name_or_path",
+        default=None,
+        help="Fine-tune a saved MnistDiffusionPipeline (folder or Hub id): start from its UNet, text encoder, "
+        "tokenizer and noise schedule. The flags below that describe the models must then stay unset.",
+    )
     model.add_argument(
         "--block_out_channels", default="16,32,64", help="UNet channels per level (0.8M parameters by default)."
     )
@@ -195,8 +213,17 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     evaluation.add_argument("--eval_split", default="test", help="The split of --eval_dataset to compare with.")
 
     args = parser.parse_args(input_args)
-    args.block_out_channels = parse_int_list("--block_out_channels", args.block_out_channels)
-    args.attention_levels = tuple(bool(v) for v in parse_int_list("--attention_levels", args.attention_levels))
+    if args.pretrained_model_name_or_path:
+        for name in ARCHITECTURE_FLAGS:
+            if getattr(args, name) != parser.get_default(name):
+                raise ValueError(
+                    f"--{name} is {getattr(args, name)!r}, but --pretrained_model_name_or_path "
+                    f"{args.pretrained_model_name_or_path!r} brings its own models; expected --{name} to stay unset."
+                )
+            setattr(args, name, None)  # unused, and recorded as such in training_args.json
+    else:
+        args.block_out_channels = parse_int_list("--block_out_channels", args.block_out_channels)
+        args.attention_levels = tuple(bool(v) for v in parse_int_list("--attention_levels", args.attention_levels))
     validate_args(args)
     return args
 
@@ -214,9 +241,10 @@ def parse_int_list(flag: str, value: str) -> tuple[int, ...]:
 
 def validate_args(args: argparse.Namespace) -> None:
     """Check value ranges and combinations of the parsed arguments."""
+    fine_tuning = args.pretrained_model_name_or_path is not None
     choices = (
         ("--caption_mode", args.caption_mode, CAPTION_MODES),
-        ("--prediction_type", args.prediction_type, PREDICTION_TYPES),
+        ("--prediction_type", args.prediction_type, ((None,) if fine_tuning else ()) + PREDICTION_TYPES),
         ("--mixed_precision", args.mixed_precision, (None,) + MIXED_PRECISIONS),
     )
     for flag, value, allowed in choices:
@@ -234,19 +262,24 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ValueError(
             f"--class_dropout_prob is {args.class_dropout_prob}; expected a value in [0, 1 - 2 * --cond_dropout_prob]."
         )
-    if len(args.attention_levels) != len(args.block_out_channels):
-        raise ValueError(
-            f"--attention_levels has {len(args.attention_levels)} entries for {len(args.block_out_channels)} levels "
-            "in --block_out_channels; expected one per level."
-        )
-    positive = ("train_batch_size", "gradient_accumulation_steps", "num_epochs", "layers_per_block", "patch_size")
-    positive += ("attention_head_dim", "validation_images_per_class", "validation_inference_steps")
+    positive = ("train_batch_size", "gradient_accumulation_steps", "num_epochs", "resolution")
+    positive += ("validation_images_per_class", "validation_inference_steps")
+    if not fine_tuning:  # a loaded UNet is checked against the data when it is loaded
+        if len(args.attention_levels) != len(args.block_out_channels):
+            raise ValueError(
+                f"--attention_levels has {len(args.attention_levels)} entries for {len(args.block_out_channels)} "
+                "levels in --block_out_channels; expected one per level."
+            )
+        positive += ("layers_per_block", "patch_size", "attention_head_dim")
     for name in positive:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} is {getattr(args, name)}; expected a positive integer.")
-    factor = args.patch_size * 2 ** (len(args.block_out_channels) - 1)
-    if args.resolution < 1 or args.resolution % factor:
-        raise ValueError(f"--resolution is {args.resolution}; expected a positive multiple of {factor} for this UNet.")
+    if not fine_tuning:
+        factor = args.patch_size * 2 ** (len(args.block_out_channels) - 1)
+        if args.resolution % factor:
+            raise ValueError(
+                f"--resolution is {args.resolution}; expected a positive multiple of {factor} for this UNet."
+            )
     for name in ("max_train_steps", "checkpoints_total_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} is {getattr(args, name)}; expected a positive integer.")
@@ -259,7 +292,7 @@ def validate_args(args: argparse.Namespace) -> None:
             f"{args.ema_max_decay}; expected a learning rate > 0, snr_gamma >= 0 and a decay in (0, 1)."
         )
     if args.train_text_encoder is None:
-        args.train_text_encoder = args.text_encoder_name_or_path is None
+        args.train_text_encoder = args.text_encoder_name_or_path is None and args.pretrained_model_name_or_path is None
 
 
 def find_checkpoints(output_dir: str) -> list[str]:
@@ -329,32 +362,66 @@ def load_text_encoder(name_or_path: str) -> tuple[CLIPTokenizer, CLIPTextModel]:
 
 def build_models(
     args: argparse.Namespace, num_classes: int
-) -> tuple[CLIPTokenizer, CLIPTextModel, MnistUNet2DConditionModel]:
+) -> tuple[CLIPTokenizer, CLIPTextModel, MnistUNet2DConditionModel, MnistDDPMScheduler]:
     r"""
-    The tokenizer, text encoder (loaded or built from the caption vocabulary) and the UNet the arguments describe.
+    The tokenizer, text encoder, UNet and noise scheduler to train: those of `--pretrained_model_name_or_path`, or
+    built as the arguments describe.
 
-    The UNet is conditioned on the text (`cross_attention_dim` = the encoder's hidden size) and on the class
-    (`num_class_embeds = num_classes + 1`, the last id being the null class).
+    A built UNet is conditioned on the text (`cross_attention_dim` = the encoder's hidden size, the encoder loaded or
+    built from the caption vocabulary) and on the class (`num_class_embeds = num_classes + 1`, the last id being the
+    null class). A loaded pipeline must have a text encoder, that many class embeddings and the training resolution.
     """
-    if args.text_encoder_name_or_path:
-        tokenizer, text_encoder = load_text_encoder(args.text_encoder_name_or_path)
+    if args.pretrained_model_name_or_path:
+        tokenizer, text_encoder, unet, scheduler = load_pretrained_models(args.pretrained_model_name_or_path)
+        found = {"num_class_embeds": unet.config.num_class_embeds, "sample_size": unet.config.sample_size}
+        expected = {"num_class_embeds": num_classes + 1, "sample_size": args.resolution}
+        if found != expected:
+            raise ValueError(
+                f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path!r} has a UNet with {found}; "
+                f"expected {expected} for {num_classes} classes at --resolution {args.resolution}."
+            )
     else:
-        tokenizer = build_caption_tokenizer()
-        text_encoder = build_text_encoder(tokenizer, hidden_size=args.text_encoder_hidden_size)
+        if args.text_encoder_name_or_path:
+            tokenizer, text_encoder = load_text_encoder(args.text_encoder_name_or_path)
+        else:
+            tokenizer = build_caption_tokenizer()
+            text_encoder = build_text_encoder(tokenizer, hidden_size=args.text_encoder_hidden_size)
+        unet = MnistUNet2DConditionModel(
+            sample_size=args.resolution,
+            block_out_channels=args.block_out_channels,
+            layers_per_block=args.layers_per_block,
+            attention_levels=args.attention_levels,
+            attention_head_dim=args.attention_head_dim,
+            cross_attention_dim=text_encoder.config.hidden_size,
+            num_class_embeds=num_classes + 1,
+            norm_num_groups=min(8, min(args.block_out_channels)),
+            patch_size=args.patch_size,
+            upsample_type=args.upsample_type,
+        )
+        scheduler = MnistDDPMScheduler(prediction_type=args.prediction_type)
     text_encoder.requires_grad_(args.train_text_encoder)
-    unet = MnistUNet2DConditionModel(
-        sample_size=args.resolution,
-        block_out_channels=args.block_out_channels,
-        layers_per_block=args.layers_per_block,
-        attention_levels=args.attention_levels,
-        attention_head_dim=args.attention_head_dim,
-        cross_attention_dim=text_encoder.config.hidden_size,
-        num_class_embeds=num_classes + 1,
-        norm_num_groups=min(8, min(args.block_out_channels)),
-        patch_size=args.patch_size,
-        upsample_type=args.upsample_type,
-    )
-    return tokenizer, text_encoder, unet
+    unet.requires_grad_(True)
+    return tokenizer, text_encoder, unet, scheduler
+
+
+def load_pretrained_models(
+    name_or_path: str,
+) -> tuple[CLIPTokenizer, CLIPTextModel, MnistUNet2DConditionModel, MnistDDPMScheduler]:
+    """The components of a saved `MnistDiffusionPipeline` (folder or Hub id), its schedule as a training scheduler."""
+    try:
+        pipe = MnistDiffusionPipeline.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"--pretrained_model_name_or_path {name_or_path!r} could not be loaded as an MnistDiffusionPipeline "
+            f"({str(error).splitlines()[0]}); expected a folder written by save_pretrained or train.py, or a Hub id."
+        ) from None
+    if pipe.text_encoder is None or pipe.tokenizer is None:
+        raise ValueError(
+            f"--pretrained_model_name_or_path {name_or_path!r} has no text encoder and tokenizer; expected a "
+            "text-conditioned pipeline (training builds captions)."
+        )
+    scheduler = MnistDDPMScheduler.from_config(pipe.scheduler.config)
+    return pipe.tokenizer, pipe.text_encoder, pipe.unet, scheduler
 
 
 def log_validation(
@@ -577,10 +644,9 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         generator=torch.Generator().manual_seed(args.seed),
     )
 
-    tokenizer, text_encoder, unet = build_models(args, num_classes=len(data.label_names))
+    tokenizer, text_encoder, unet, noise_scheduler = build_models(args, num_classes=len(data.label_names))
     null_class = len(data.label_names)
     set_seed(args.seed, device_specific=True)  # different noise, timesteps and dropout in each process
-    noise_scheduler = MnistDDPMScheduler(prediction_type=args.prediction_type)
     params = list(unet.parameters()) + (list(text_encoder.parameters()) if args.train_text_encoder else [])
     ema = (
         EMAModel(params, decay=args.ema_max_decay, use_ema_warmup=True, power=args.ema_power) if args.use_ema else None

@@ -1,0 +1,97 @@
+"""Benchmark: conditional accuracy and classifier FID of a pipeline across guidance scales and guidance intervals."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from mnist_diffusion.commands.loading import SCHEDULERS, open_pipeline
+from mnist_diffusion.data import load_split, prepare_training_data
+from mnist_diffusion.evaluation import evaluate
+from mnist_diffusion.pretrained import DIFFUSION_MODEL
+
+
+def parse_setting(value: str) -> tuple[float, float, float]:
+    """`"2"` -> (2.0, 0.0, 1.0); `"2@0.2-0.8"` -> guidance 2 on the steps from 20% to 80% of the way."""
+    scale, _, interval = value.partition("@")
+    try:
+        start, stop = (float(v) for v in interval.split("-")) if interval else (0.0, 1.0)
+        setting = (float(scale), start, stop)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"guidance setting {value!r}; expected SCALE or SCALE@START-STOP such as '1.5' or '2@0.2-0.8'."
+        ) from None
+    if setting[0] < 0 or not 0 <= start <= stop <= 1:
+        raise argparse.ArgumentTypeError(
+            f"guidance setting {value!r}; expected a scale >= 0 and 0 <= START <= STOP <= 1."
+        )
+    return setting
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=str(DIFFUSION_MODEL), help="A saved pipeline (default: the released one).")
+    parser.add_argument("--dataset_name", default="../shared/data/mnist", help="Real test split for classifier FID.")
+    parser.add_argument("--scheduler", default="dpm", choices=sorted(SCHEDULERS))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--num_samples", type=int, default=1000, help="Samples per setting, spread over the digits.")
+    parser.add_argument(
+        "--guidance",
+        type=parse_setting,
+        nargs="+",
+        default=[parse_setting(v) for v in ("1", "1.25", "1.5", "2", "3", "2@0.2-1", "3@0.2-0.8")],
+        help="Settings SCALE or SCALE@START-STOP (guidance on that fraction of the steps only).",
+    )
+    parser.add_argument(
+        "--target_accuracy", type=float, default=99.5, help="Percent; settings meeting both are marked."
+    )
+    parser.add_argument("--target_fid_ratio", type=float, default=1.5, help="Classifier FID / its floor.")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.num_samples < 10 or args.steps < 1:
+        raise ValueError(f"--num_samples {args.num_samples}, --steps {args.steps}; expected >= 10 and >= 1.")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    pipe = open_pipeline(args.model, args.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    test = prepare_training_data(load_split(args.dataset_name, split="test"))
+    rows = []
+    for scale, start, stop in args.guidance:
+        began = time.perf_counter()
+        result = evaluate(
+            pipe,
+            args.num_samples,
+            reference_images=test.images,
+            reference_labels=test.labels,
+            guidance_scale=scale,
+            guidance_start=start,
+            guidance_stop=stop,
+            num_inference_steps=args.steps,
+            seed=args.seed,
+            style_samples_per_request=0,
+        )
+        rows.append((scale, start, stop, result, time.perf_counter() - began))
+        print(f"guidance {scale:g} on [{start:g}, {stop:g}]: {result.accuracy:.2%}, FID {result.classifier_fid:.1f}")
+    print(
+        f"\n{args.model}, {args.scheduler}-{args.steps}, {args.num_samples} samples "
+        f"({rows[0][3].settings['conditioning']}), "
+        f"seed {args.seed}; classifier FID floor {rows[0][3].classifier_fid_floor:.1f}:\n"
+    )
+    print(
+        "| guidance | steps guided | cond. accuracy | classifier FID | x floor | precision | recall | both targets |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for scale, start, stop, result, _ in rows:
+        ratio = result.classifier_fid / result.classifier_fid_floor
+        met = 100 * result.accuracy >= args.target_accuracy and ratio <= args.target_fid_ratio
+        print(
+            f"| {scale:g} | {start:.0%}-{stop:.0%} | {result.accuracy:.1%} | {result.classifier_fid:.1f} | "
+            f"{ratio:.2f} | {result.precision:.1%} | {result.recall:.1%} | {'yes' if met else 'no'} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
