@@ -36,6 +36,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--num_samples", type=int, default=1000, help="Samples per setting, spread over the digits.")
     parser.add_argument(
+        "--conditioning", default="auto", choices=["auto", "label", "prompt", "label+prompt"], help="See evaluate()."
+    )
+    parser.add_argument(
         "--guidance",
         type=parse_setting,
         nargs="+",
@@ -66,6 +69,7 @@ def main() -> None:
             args.num_samples,
             reference_images=test.images,
             reference_labels=test.labels,
+            conditioning=args.conditioning,
             guidance_scale=scale,
             guidance_start=start,
             guidance_stop=stop,
