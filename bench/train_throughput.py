@@ -59,9 +59,9 @@ def measure(mixed_precision: str, batch_size: int, steps: int, warmup_steps: int
 
 
 def main() -> None:
-    """`python bench/train_throughput.py [--batch_size 128] [--steps 5] [-- extra training/train.py flags]`."""
+    """`python bench/train_throughput.py [--batch_size 64] [--steps 5] [-- extra training/train.py flags]`."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batch_size", type=int, default=128, help="The training script's default.")
+    parser.add_argument("--batch_size", type=int, default=64, help="The training script's default.")
     parser.add_argument("--steps", type=int, default=5, help="Timed steps per precision.")
     parser.add_argument("--warmup_steps", type=int, default=1, help="Untimed steps first.")
     parser.add_argument("--precisions", default="no,bf16", help="Comma-separated accelerate mixed_precision values.")

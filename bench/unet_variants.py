@@ -20,9 +20,9 @@ BATCH = 128
 # name -> (block_out_channels, attention_levels, patch_size, upsample_type), as training/train.py flags
 VARIANTS = {
     "tiny": ("8,16,32", "0,1,1", 1, "interpolate"),
-    "small (default)": ("16,32,64", "0,1,1", 1, "interpolate"),
+    "small (the default before 2026-11-30)": ("16,32,64", "0,1,1", 1, "interpolate"),
     "patched": ("32,64", "0,1", 2, "interpolate"),
-    "patched-convT (released layout)": ("32,64", "0,1", 2, "conv_transpose"),
+    "patched-convT (released and default layout)": ("32,64", "0,1", 2, "conv_transpose"),
     "large": ("32,64,128", "0,1,1", 1, "interpolate"),
 }
 
@@ -91,7 +91,7 @@ def main() -> None:
             *("accelerate", "launch", "--config_file", str(REPO / "training/configs/single_cpu.yaml")),
             *(str(REPO / "training/train.py"), "--dataset_name", args.dataset_name, "--output_dir", str(folder)),
             *("--block_out_channels", channels, "--attention_levels", attention, "--patch_size", str(patch_size)),
-            *("--upsample_type", upsample_type),
+            *("--upsample_type", upsample_type, "--train_batch_size", str(BATCH)),
             *("--max_train_steps", str(steps), "--lr_warmup_steps", str(min(100, steps // 10)), "--report_to", "none"),
         ]
         print(f"{name}: {params / 1e6:.2f}M parameters, {speed:.0f} img/s -> {steps} steps", flush=True)
