@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from mnist_diffusion.commands.loading import SCHEDULERS, open_pipeline
 from mnist_diffusion.data import load_split, prepare_training_data
@@ -63,7 +62,6 @@ def main() -> None:
     test = prepare_training_data(load_split(args.dataset_name, split="test"))
     rows = []
     for scale, start, stop in args.guidance:
-        began = time.perf_counter()
         result = evaluate(
             pipe,
             args.num_samples,
@@ -77,7 +75,7 @@ def main() -> None:
             seed=args.seed,
             style_samples_per_request=0,
         )
-        rows.append((scale, start, stop, result, time.perf_counter() - began))
+        rows.append((scale, start, stop, result))
         print(f"guidance {scale:g} on [{start:g}, {stop:g}]: {result.accuracy:.2%}, FID {result.classifier_fid:.1f}")
     print(
         f"\n{args.model}, {args.scheduler}-{args.steps}, {args.num_samples} samples "
@@ -88,7 +86,7 @@ def main() -> None:
         "| guidance | steps guided | cond. accuracy | classifier FID | x floor | precision | recall | both targets |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for scale, start, stop, result, _ in rows:
+    for scale, start, stop, result in rows:
         ratio = result.classifier_fid / result.classifier_fid_floor
         met = 100 * result.accuracy >= args.target_accuracy and ratio <= args.target_fid_ratio
         print(
