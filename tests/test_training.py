@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TRAINING_ARGS, load_training_script, make_digit_dataset
+from conftest import TINY_TRAINING_ARGS, load_training_script, make_digit_dataset, make_tiny_pipeline
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -232,13 +232,26 @@ def test_bad_input_fails_before_training_without_writing(train_module, parquet_d
     assert not output_dir.exists()
 
 
-def test_fine_tuning_refuses_a_folder_that_is_not_a_pipeline(train_module, parquet_dataset, tmp_path):
-    not_a_pipeline, output_dir = tmp_path / "empty", tmp_path / "out"
-    not_a_pipeline.mkdir()
+@pytest.mark.parametrize(
+    "base, message",
+    [
+        ("empty folder", "could not be loaded as an MnistDiffusionPipeline .*no model_index.json"),
+        ("class-only pipeline", "has no text encoder and tokenizer; expected a text-conditioned pipeline"),
+        ("10-class pipeline", "has a UNet with .*'num_class_embeds': 11.*; expected .*'num_class_embeds': 5.* for 4 "),
+    ],
+)
+def test_fine_tuning_refuses_a_base_that_does_not_fit(train_module, parquet_dataset, tmp_path, base, message):
+    folder, output_dir = tmp_path / "base", tmp_path / "out"
+    if base == "empty folder":
+        folder.mkdir()
+    else:  # the tiny pipelines are 10-class; the dataset has 4 classes
+        make_tiny_pipeline(text=base != "class-only pipeline").save_pretrained(folder)
     args = [*FINE_TUNING_ARGS, "--dataset_name", str(parquet_dataset), "--output_dir", str(output_dir)]
-    with pytest.raises(ValueError, match="could not be loaded as an MnistDiffusionPipeline .*no model_index.json"):
-        train_module.main(train_module.parse_args([*args, "--pretrained_model_name_or_path", str(not_a_pipeline)]))
+    with pytest.raises(ValueError, match=message):
+        train_module.main(train_module.parse_args([*args, "--pretrained_model_name_or_path", str(folder)]))
     assert not output_dir.exists()
+    if base != "empty folder":  # the base pipeline is left as it was
+        assert MnistDiffusionPipeline.from_pretrained(folder).unet.config.num_class_embeds == 11
 
 
 def test_empty_datasets_are_refused(train_module, tmp_path):
