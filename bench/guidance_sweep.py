@@ -48,11 +48,23 @@ def parse_args() -> argparse.Namespace:
         "--target_accuracy", type=float, default=99.5, help="Percent; settings meeting both are marked."
     )
     parser.add_argument("--target_fid_ratio", type=float, default=1.5, help="Classifier FID / its floor.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="One evaluation per seed (its samples and its random real subset for the floor); several are averaged.",
+    )
     args = parser.parse_args()
     if args.num_samples < 10 or args.steps < 1:
         raise ValueError(f"--num_samples {args.num_samples}, --steps {args.steps}; expected >= 10 and >= 1.")
     return args
+
+
+def percent_range(values: list[float]) -> str:
+    """`[0.992, 0.996]` -> `"99.4% (99.2-99.6)"`: the mean, and the range when there are several values."""
+    mean = f"{sum(values) / len(values):.1%}"
+    return mean if len(values) == 1 else f"{mean} ({min(values):.1%}-{max(values):.1%})".replace("%-", "-")
 
 
 def main() -> None:
@@ -62,36 +74,50 @@ def main() -> None:
     test = prepare_training_data(load_split(args.dataset_name, split="test"))
     rows = []
     for scale, start, stop in args.guidance:
-        result = evaluate(
-            pipe,
-            args.num_samples,
-            reference_images=test.images,
-            reference_labels=test.labels,
-            conditioning=args.conditioning,
-            guidance_scale=scale,
-            guidance_start=start,
-            guidance_stop=stop,
-            num_inference_steps=args.steps,
-            seed=args.seed,
-            style_samples_per_request=0,
-        )
-        rows.append((scale, start, stop, result))
-        print(f"guidance {scale:g} on [{start:g}, {stop:g}]: {result.accuracy:.2%}, FID {result.classifier_fid:.1f}")
+        results = []
+        for seed in args.seeds:
+            result = evaluate(
+                pipe,
+                args.num_samples,
+                reference_images=test.images,
+                reference_labels=test.labels,
+                conditioning=args.conditioning,
+                guidance_scale=scale,
+                guidance_start=start,
+                guidance_stop=stop,
+                num_inference_steps=args.steps,
+                seed=seed,
+                style_samples_per_request=0,
+            )
+            results.append(result)
+            print(
+                f"guidance {scale:g} on [{start:g}, {stop:g}], seed {seed}: {result.accuracy:.2%}, "
+                f"FID {result.classifier_fid:.1f}, floor {result.classifier_fid_floor:.1f}"
+            )
+        rows.append((scale, start, stop, results))
+    floors = [result.classifier_fid_floor for result in rows[0][3]]
+    floor = sum(floors) / len(floors)
+    seeds = f"seed {args.seeds[0]}" if len(args.seeds) == 1 else f"mean over seeds {', '.join(map(str, args.seeds))}"
+    floor_range = "" if len(floors) == 1 else f" ({min(floors):.1f}-{max(floors):.1f})"
     print(
         f"\n{args.model}, {args.scheduler}-{args.steps}, {args.num_samples} samples "
-        f"({rows[0][3].settings['conditioning']}), "
-        f"seed {args.seed}; classifier FID floor {rows[0][3].classifier_fid_floor:.1f}:\n"
+        f"({rows[0][3][0].settings['conditioning']}), {seeds}; classifier FID floor {floor:.1f}{floor_range}:\n"
     )
     print(
         "| guidance | steps guided | cond. accuracy | classifier FID | x floor | precision | recall | both targets |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for scale, start, stop, result in rows:
-        ratio = result.classifier_fid / result.classifier_fid_floor
-        met = 100 * result.accuracy >= args.target_accuracy and ratio <= args.target_fid_ratio
+    for scale, start, stop, results in rows:
+        accuracy = sum(result.accuracy for result in results) / len(results)
+        fids = [result.classifier_fid for result in results]
+        fid = sum(fids) / len(fids)
+        fid_text = f"{fid:.1f}" if len(fids) == 1 else f"{fid:.1f} ({min(fids):.1f}-{max(fids):.1f})"
+        precision = sum(result.precision for result in results) / len(results)
+        recall = sum(result.recall for result in results) / len(results)
+        met = 100 * accuracy >= args.target_accuracy and fid / floor <= args.target_fid_ratio
         print(
-            f"| {scale:g} | {start:.0%}-{stop:.0%} | {result.accuracy:.1%} | {result.classifier_fid:.1f} | "
-            f"{ratio:.2f} | {result.precision:.1%} | {result.recall:.1%} | {'yes' if met else 'no'} |"
+            f"| {scale:g} | {start:.0%}-{stop:.0%} | {percent_range([result.accuracy for result in results])} | "
+            f"{fid_text} | {fid / floor:.2f} | {precision:.1%} | {recall:.1%} | {'yes' if met else 'no'} |"
         )
 
 
