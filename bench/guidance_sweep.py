@@ -62,9 +62,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def percent_range(values: list[float]) -> str:
-    """`[0.992, 0.996]` -> `"99.4% (99.2-99.6)"`: the mean, and the range when there are several values."""
-    mean = f"{sum(values) / len(values):.1%}"
-    return mean if len(values) == 1 else f"{mean} ({min(values):.1%}-{max(values):.1%})".replace("%-", "-")
+    """`[0.992, 0.997]` -> `"99.45% (99.2-99.7)"`: the mean (to 0.01 points), and the range of several values."""
+    if len(values) == 1:
+        return f"{values[0]:.1%}"
+    return f"{sum(values) / len(values):.2%} ({100 * min(values):.1f}-{100 * max(values):.1f})"
 
 
 def main() -> None:
