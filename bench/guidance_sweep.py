@@ -61,11 +61,15 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def percent_range(values: list[float]) -> str:
-    """`[0.992, 0.997]` -> `"99.45% (99.2-99.7)"`: the mean (to 0.01 points), and the range of several values."""
-    if len(values) == 1:
-        return f"{values[0]:.1%}"
-    return f"{sum(values) / len(values):.2%} ({100 * min(values):.1f}-{100 * max(values):.1f})"
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def mean_and_range(values: list[float], mean_format: str, scale: float = 1.0, unit: str = "") -> str:
+    """`([0.992, 0.997], ".2f", 100, "%")` -> `"99.45% (99.2-99.7)"`: the mean, and the range of several values."""
+    scaled = [scale * value for value in values]
+    text = f"{mean(scaled):{mean_format}}{unit}"
+    return text if len(values) == 1 else f"{text} ({min(scaled):.1f}-{max(scaled):.1f})"
 
 
 def main() -> None:
@@ -97,28 +101,26 @@ def main() -> None:
             )
         rows.append((scale, start, stop, results))
     floors = [result.classifier_fid_floor for result in rows[0][3]]
-    floor = sum(floors) / len(floors)
+    floor = mean(floors)
     seeds = f"seed {args.seeds[0]}" if len(args.seeds) == 1 else f"mean over seeds {', '.join(map(str, args.seeds))}"
-    floor_range = "" if len(floors) == 1 else f" ({min(floors):.1f}-{max(floors):.1f})"
     print(
         f"\n{args.model}, {args.scheduler}-{args.steps}, {args.num_samples} samples "
-        f"({rows[0][3][0].settings['conditioning']}), {seeds}; classifier FID floor {floor:.1f}{floor_range}:\n"
+        f"({rows[0][3][0].settings['conditioning']}), {seeds}; classifier FID floor {mean_and_range(floors, '.1f')}:\n"
     )
     print(
         "| guidance | steps guided | cond. accuracy | classifier FID | x floor | precision | recall | both targets |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    accuracy_format = ".1f" if len(args.seeds) == 1 else ".2f"  # a mean of several seeds to 0.01 points
     for scale, start, stop, results in rows:
-        accuracy = sum(result.accuracy for result in results) / len(results)
+        accuracies = [result.accuracy for result in results]
         fids = [result.classifier_fid for result in results]
-        fid = sum(fids) / len(fids)
-        fid_text = f"{fid:.1f}" if len(fids) == 1 else f"{fid:.1f} ({min(fids):.1f}-{max(fids):.1f})"
-        precision = sum(result.precision for result in results) / len(results)
-        recall = sum(result.recall for result in results) / len(results)
-        met = 100 * accuracy >= args.target_accuracy and fid / floor <= args.target_fid_ratio
+        met = 100 * mean(accuracies) >= args.target_accuracy and mean(fids) / floor <= args.target_fid_ratio
         print(
-            f"| {scale:g} | {start:.0%}-{stop:.0%} | {percent_range([result.accuracy for result in results])} | "
-            f"{fid_text} | {fid / floor:.2f} | {precision:.1%} | {recall:.1%} | {'yes' if met else 'no'} |"
+            f"| {scale:g} | {start:.0%}-{stop:.0%} | {mean_and_range(accuracies, accuracy_format, 100, '%')} | "
+            f"{mean_and_range(fids, '.1f')} | {mean(fids) / floor:.2f} | "
+            f"{mean([result.precision for result in results]):.1%} | "
+            f"{mean([result.recall for result in results]):.1%} | {'yes' if met else 'no'} |"
         )
 
 
