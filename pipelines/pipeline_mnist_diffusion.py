@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.models.embeddings import get_timestep_embedding
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
@@ -167,6 +168,32 @@ class MnistDiffusionPipeline(DiffusionPipeline):
     def downsample_factor(self) -> int:
         """Image height and width must be multiples of this (the UNet halves the resolution between levels)."""
         return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @property
+    def guidance_embedded(self) -> bool:
+        """Whether the UNet takes the guidance scale as an embedding (a few-step student): no unconditional pass."""
+        return self.unet.config.get("time_cond_proj_dim") is not None
+
+    @staticmethod
+    def get_guidance_scale_embedding(guidance_scale: torch.Tensor, embedding_dim: int) -> torch.Tensor:
+        r"""
+        The `timestep_cond` of a guidance-embedded UNet for each of `guidance_scale` (shape `(batch,)`): a sinusoidal
+        embedding of `1000 * (guidance_scale - 1)`, as diffusers' latent consistency pipelines compute it; float32,
+        `(batch, embedding_dim)`. Distillation (`training/distill.py`) and sampling share it.
+
+        Example:
+
+        ```py
+        >>> import torch
+        >>> from mnist_diffusion import MnistDiffusionPipeline
+
+        >>> MnistDiffusionPipeline.get_guidance_scale_embedding(torch.tensor([1.0, 1.4]), 32).shape
+        torch.Size([2, 32])
+        ```
+        """
+        return get_timestep_embedding(
+            1000 * (guidance_scale.float() - 1), embedding_dim, flip_sin_to_cos=False, downscale_freq_shift=1
+        )
 
     def resolve_class_labels(self, class_labels: int | str | Sequence[int | str]) -> list[int]:
         r"""
@@ -430,7 +457,8 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         prompts = prompts * batch_size if prompts is not None and len(prompts) == 1 else prompts
         labels = labels * batch_size if labels is not None and len(labels) == 1 else labels
         device = self._execution_device
-        do_classifier_free_guidance = guidance_scale > 1.0
+        # a guidance-embedded (distilled) UNet gets the scale as `timestep_cond` and needs no unconditional pass
+        do_classifier_free_guidance = guidance_scale > 1.0 and not self.guidance_embedded
 
         # 2. Encode the prompts and the class labels (unconditional first, for batched guidance)
         encoder_hidden_states = encoder_attention_mask = None
@@ -472,6 +500,10 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         if do_classifier_free_guidance:
             guided_steps = range(int(guidance_start * len(timesteps)), int(guidance_stop * len(timesteps)))
         conditioning = {"class_labels": unet_class_labels}
+        if self.guidance_embedded:
+            scales = torch.full((shape[0],), guidance_scale, device=device)
+            embedding = self.get_guidance_scale_embedding(scales, self.unet.config.time_cond_proj_dim)
+            conditioning["timestep_cond"] = embedding.to(self.unet.dtype)
         if encoder_hidden_states is not None:
             conditioning["encoder_hidden_states"] = encoder_hidden_states
             conditioning["encoder_attention_mask"] = encoder_attention_mask

@@ -819,29 +819,26 @@ def build_pipeline(
     )
 
 
-def training_loss(
-    batch: dict[str, torch.Tensor],
+def conditioning_inputs(
+    labels: torch.Tensor,
+    indices: torch.Tensor,
     args: argparse.Namespace,
     captions: list[str] | None,
     label_names: list[str],
     style_words: list[tuple[str, str, str]] | None,
     null_class: int,
     tokenizer: CLIPTokenizer,
-    text_encoder: torch.nn.Module,
-    unet: torch.nn.Module,
-    noise_scheduler: MnistDDPMScheduler,
-    accelerator: Accelerator,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""
-    The (Min-SNR weighted) diffusion loss of one batch, with conditioning dropout.
+    The token ids, attention mask and class labels of one batch, with conditioning dropout.
 
     Captions come from `--caption_column`, or from the label and a random phrasing (plus the image's style words in
     `label+style` mode). With probability `p = --cond_dropout_prob` each, a sample gets the empty prompt and the null
     class (the unconditional branch of classifier-free guidance) or the empty prompt only; with probability
     `q = --class_dropout_prob` it gets the null class only (prompt-only generation).
     """
-    pixel_values, labels, indices = batch["pixel_values"], batch["labels"], batch["indices"].cpu()
-    bsz, device = pixel_values.shape[0], pixel_values.device
+    bsz, device = labels.shape[0], labels.device
+    indices = indices.cpu()
     if captions is not None:
         texts = [captions[i] for i in indices.tolist()]
     else:
@@ -857,8 +854,28 @@ def training_loss(
     tokens = tokenizer(
         texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     )
-    input_ids, attention_mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+    return tokens.input_ids.to(device), tokens.attention_mask.to(device), class_labels
 
+
+def training_loss(
+    batch: dict[str, torch.Tensor],
+    args: argparse.Namespace,
+    captions: list[str] | None,
+    label_names: list[str],
+    style_words: list[tuple[str, str, str]] | None,
+    null_class: int,
+    tokenizer: CLIPTokenizer,
+    text_encoder: torch.nn.Module,
+    unet: torch.nn.Module,
+    noise_scheduler: MnistDDPMScheduler,
+    accelerator: Accelerator,
+) -> torch.Tensor:
+    """The (Min-SNR weighted) diffusion loss of one batch, with the conditioning dropout of `conditioning_inputs`."""
+    pixel_values, labels = batch["pixel_values"], batch["labels"]
+    input_ids, attention_mask, class_labels = conditioning_inputs(
+        labels, batch["indices"], args, captions, label_names, style_words, null_class, tokenizer
+    )
+    bsz, device = pixel_values.shape[0], pixel_values.device
     noise = torch.randn_like(pixel_values)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=device)
     noisy = noise_scheduler.add_noise(pixel_values, noise, timesteps)

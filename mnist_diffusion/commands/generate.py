@@ -12,8 +12,12 @@ import torch
 from ..clip_model import ClipScorer
 from ..image_grid import image_grid
 from ..pipelines import MnistDiffusionPipeline
+from ..pretrained import FAST_DIFFUSION_MODEL
 from ..selection import select_best
 from .loading import SCHEDULERS, add_guidance_interval_arguments, open_pipeline, parse_class_label
+
+# `--fast` defaults: the few-step model's steps and guidance scale (see the model card).
+FAST_STEPS, FAST_GUIDANCE_SCALE = 4, 1.4
 
 
 def generate(args: argparse.Namespace) -> Path:
@@ -27,13 +31,16 @@ def generate(args: argparse.Namespace) -> Path:
     keep = 1 if args.keep is None else args.keep
     if args.best_of is not None and not 1 <= keep <= args.best_of:
         raise ValueError(f"--best-of {args.best_of} --keep {keep}; expected 1 <= keep <= best-of.")
-    pipe = open_pipeline(args.model, args.scheduler)
+    if args.fast and args.model is not None:
+        raise ValueError(f"--fast uses the shipped few-step model; got --model {args.model!r} too. Pass one of them.")
+    pipe = open_pipeline(str(FAST_DIFFUSION_MODEL) if args.fast else args.model, args.scheduler)
+    steps, guidance_scale = (FAST_STEPS, FAST_GUIDANCE_SCALE) if args.fast else (50, 3.0)
     class_label = parse_class_label(args.class_label)
     sampling = {
         "prompt": args.prompt,
         "class_labels": class_label,
-        "num_inference_steps": args.steps,
-        "guidance_scale": args.guidance_scale,
+        "num_inference_steps": steps if args.steps is None else args.steps,
+        "guidance_scale": guidance_scale if args.guidance_scale is None else args.guidance_scale,
         "guidance_start": args.guidance_start,
         "guidance_stop": args.guidance_stop,
         "generator": torch.Generator().manual_seed(args.seed),
@@ -72,11 +79,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     gen.add_argument(
         "--model", help="A saved pipeline: local folder or Hub repo id (default: the released model, shipped offline)."
     )
+    gen.add_argument(
+        "--fast",
+        action="store_true",
+        help=f"Use the shipped few-step model (distilled from the released one): {FAST_STEPS} steps and guidance "
+        f"{FAST_GUIDANCE_SCALE} unless --steps / --guidance-scale say otherwise, one network pass per step.",
+    )
     gen.add_argument("--class-label", help='A class id or name ("7", "Sneaker").')
     gen.add_argument("-n", "--num-images", type=int, default=16, help="Number of images (default 16).")
     gen.add_argument("-o", "--output", default="samples.png", help="Output PNG path (default samples.png).")
-    gen.add_argument("--steps", type=int, default=50, help="Denoising steps (default 50).")
-    gen.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (default 3.0).")
+    gen.add_argument("--steps", type=int, help="Denoising steps (default 50; with --fast 4).")
+    gen.add_argument("--guidance-scale", type=float, help="Classifier-free guidance (default 3.0; with --fast 1.4).")
     add_guidance_interval_arguments(gen)
     gen.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
     gen.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")

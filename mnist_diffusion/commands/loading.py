@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
@@ -13,7 +13,13 @@ from ..pipelines import MnistDiffusionPipeline
 from ..pretrained import DIFFUSION_MODEL
 from ..schedulers import MnistDDPMScheduler
 
-SCHEDULERS = {"ddpm": MnistDDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
+# "lcm" is the few-step sampler of distilled (guidance-embedded) models such as the shipped mnist-diffusion-fast.
+SCHEDULERS = {
+    "ddpm": MnistDDPMScheduler,
+    "ddim": DDIMScheduler,
+    "dpm": DPMSolverMultistepScheduler,
+    "lcm": LCMScheduler,
+}
 
 
 def check_model_argument(model: str | None) -> None:
@@ -37,7 +43,7 @@ def parse_class_label(value: str | None) -> int | str | None:
 def open_pipeline(model: str | None = None, scheduler: str | None = None) -> MnistDiffusionPipeline:
     r"""
     Load a pipeline from a local folder or a Hub repo id (default: the released model shipped in the package),
-    optionally swapping its scheduler ("ddpm", "ddim", "dpm").
+    optionally swapping its scheduler ("ddpm", "ddim", "dpm", "lcm").
 
     Example:
 

@@ -138,6 +138,9 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
             as in configs saved before this option existed) or `"conv_transpose"` (a 2x2 stride-2 transposed
             convolution straight to the next level's width, which also narrows the following block's input: about a
             sixth fewer operations for the `(32, 64)`, `patch_size=2` layout).
+        time_cond_proj_dim (`int`, *optional*): Width of an extra conditioning vector `timestep_cond` projected into
+            the timestep embedding, as in `UNet2DConditionModel`; few-step (LCM) students use it for the guidance
+            scale. `None` (the default, as in configs saved before this option existed) adds no parameters.
 
     Example:
 
@@ -168,6 +171,7 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
         dropout: float = 0.0,
         patch_size: int = 1,
         upsample_type: str = "interpolate",
+        time_cond_proj_dim: int | None = None,
     ):
         super().__init__()
         if len(attention_levels) != len(block_out_channels):
@@ -188,7 +192,7 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
         base = block_out_channels[0]
         embedding_dim = 4 * base
         self.time_proj = Timesteps(base, flip_sin_to_cos=True, downscale_freq_shift=0)
-        self.time_embedding = TimestepEmbedding(base, embedding_dim)
+        self.time_embedding = TimestepEmbedding(base, embedding_dim, cond_proj_dim=time_cond_proj_dim)
         self.class_embedding = nn.Embedding(num_class_embeds, embedding_dim) if num_class_embeds else None
         self.conv_in = nn.Conv2d(in_channels * patch_size**2, base, 3, padding=1)
 
@@ -237,14 +241,25 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
         return self.config.patch_size * 2 ** (len(self.config.block_out_channels) - 1)
 
     def _conditioning_embedding(
-        self, timestep: torch.Tensor | float | int, class_labels: torch.Tensor | None, batch: int, sample: torch.Tensor
+        self,
+        timestep: torch.Tensor | float | int,
+        class_labels: torch.Tensor | None,
+        timestep_cond: torch.Tensor | None,
+        batch: int,
+        sample: torch.Tensor,
     ) -> torch.Tensor:
         timesteps = torch.as_tensor(timestep, device=sample.device)
         if timesteps.ndim == 0:
             timesteps = timesteps[None]
         if timesteps.shape[0] not in (1, batch):
             raise ValueError(f"Got {timesteps.shape[0]} timesteps for a batch of {batch}; expected 1 or {batch}.")
-        emb = self.time_embedding(self.time_proj(timesteps.expand(batch)).to(sample.dtype))
+        if timestep_cond is not None and self.config.time_cond_proj_dim is None:
+            raise ValueError(
+                "`timestep_cond` was given but this model has no `time_cond_proj_dim` to project it; pass None."
+            )
+        if timestep_cond is not None:
+            timestep_cond = timestep_cond.to(device=sample.device, dtype=sample.dtype)
+        emb = self.time_embedding(self.time_proj(timesteps.expand(batch)).to(sample.dtype), timestep_cond)
         if self.class_embedding is not None:
             if class_labels is None:
                 class_labels = torch.full((batch,), self.config.num_class_embeds - 1, device=sample.device)
@@ -267,6 +282,7 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
         timestep: torch.Tensor | float | int,
         encoder_hidden_states: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
+        timestep_cond: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         cross_attention_kwargs: dict | None = None,
         return_dict: bool = True,
@@ -280,6 +296,9 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
             encoder_hidden_states (`torch.Tensor`, *optional*): Text hidden states `(batch, tokens, dim)`; ignored
                 (no cross-attention) when `None`.
             class_labels (`torch.Tensor`, *optional*): Class ids `(batch,)`; the null class when omitted.
+            timestep_cond (`torch.Tensor`, *optional*): `(batch, time_cond_proj_dim)` added (projected) to the
+                timestep embedding, e.g. the guidance-scale embedding of a few-step student; only for models built
+                with `time_cond_proj_dim`.
             encoder_attention_mask (`torch.Tensor`, *optional*): `(batch, tokens)`, 1 for real tokens, 0 for padding.
             cross_attention_kwargs (`dict`, *optional*): Accepted for `UNet2DConditionModel` compatibility; this
                 model has no attention processors, so it must be empty.
@@ -296,7 +315,7 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
                 f"Sample size {height}x{width} is not divisible by {self.downsample_factor}, which this "
                 f"{len(self.config.block_out_channels)}-level network with patch_size {self.config.patch_size} needs."
             )
-        emb = self._conditioning_embedding(timestep, class_labels, batch, sample)
+        emb = self._conditioning_embedding(timestep, class_labels, timestep_cond, batch, sample)
         context_mask = None
         if encoder_hidden_states is not None and encoder_attention_mask is not None:
             context_mask = encoder_attention_mask.to(torch.bool)[:, None, None, :]

@@ -7,6 +7,9 @@ PRETRAINED_DIR = Path(__file__).parent
 # The released digits pipeline: the default model of the CLI and of the README quickstart.
 DIFFUSION_MODEL = PRETRAINED_DIR / "mnist-diffusion"
 
+# Its few-step student (latent consistency distillation, `training/distill.py`): 1-4 steps, no unconditional pass.
+FAST_DIFFUSION_MODEL = PRETRAINED_DIR / "mnist-diffusion-fast"
+
 # Scores MNIST samples: conditional accuracy and classifier FID (`training/train_classifier.py`).
 MNIST_CLASSIFIER = PRETRAINED_DIR / "mnist-classifier"
 

@@ -1,5 +1,5 @@
 """Noise schedulers of mnist-diffusion."""
 
-from .scheduling_mnist_ddpm import MnistDDPMScheduler, predict_original_sample
+from .scheduling_mnist_ddpm import MnistDDPMScheduler, predict_original_sample, predict_original_sample_and_noise
 
-__all__ = ["MnistDDPMScheduler", "predict_original_sample"]
+__all__ = ["MnistDDPMScheduler", "predict_original_sample", "predict_original_sample_and_noise"]

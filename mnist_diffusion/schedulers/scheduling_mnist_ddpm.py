@@ -39,21 +39,50 @@ def predict_original_sample(
     True
     ```
     """
+    return predict_original_sample_and_noise(scheduler, sample, model_output, timestep)[0]
+
+
+def predict_original_sample_and_noise(
+    scheduler: SchedulerMixin, sample: torch.Tensor, model_output: torch.Tensor, timestep: int | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""
+    The clean image x_0 and the noise implied by a model output at `timestep` (one or one per sample).
+
+    `scheduler.add_noise(x_0, noise, s)` then takes a deterministic DDIM step to any timestep `s`, which is how
+    few-step distillation (`training/distill.py`) runs the teacher's ODE solver. Same schedulers and prediction types
+    as [`predict_original_sample`].
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from mnist_diffusion.schedulers import MnistDDPMScheduler, predict_original_sample_and_noise
+
+    >>> scheduler = MnistDDPMScheduler(prediction_type="v_prediction")
+    >>> x0, noise, t = torch.zeros(1, 1, 28, 28), torch.randn(1, 1, 28, 28), torch.tensor([500])
+    >>> xt = scheduler.add_noise(x0, noise, t)
+    >>> v = scheduler.training_target(x0, noise, t)
+    >>> x0_hat, noise_hat = predict_original_sample_and_noise(scheduler, xt, v, t)
+    >>> torch.allclose(noise_hat, noise, atol=1e-4)
+    True
+    ```
+    """
     alpha_prod = scheduler.alphas_cumprod.to(device=sample.device, dtype=torch.float32)[torch.as_tensor(timestep)]
     alpha_prod = alpha_prod.reshape(-1, *([1] * (sample.ndim - 1)))
     sample32, output32 = sample.float(), model_output.float()
     prediction_type = scheduler.config.prediction_type
     if prediction_type == "epsilon":
-        original = (sample32 - (1 - alpha_prod).sqrt() * output32) / alpha_prod.sqrt()
+        original, noise = (sample32 - (1 - alpha_prod).sqrt() * output32) / alpha_prod.sqrt(), output32
     elif prediction_type == "v_prediction":
         original = alpha_prod.sqrt() * sample32 - (1 - alpha_prod).sqrt() * output32
+        noise = alpha_prod.sqrt() * output32 + (1 - alpha_prod).sqrt() * sample32
     elif prediction_type == "sample":
-        original = output32
+        original, noise = output32, (sample32 - alpha_prod.sqrt() * output32) / (1 - alpha_prod).sqrt()
     else:
         raise ValueError(
             f"prediction_type {prediction_type!r} is not supported; expected 'epsilon', 'v_prediction' or 'sample'."
         )
-    return original.to(sample.dtype)
+    return original.to(sample.dtype), noise.to(sample.dtype)
 
 
 class MnistDDPMScheduler(DDPMScheduler):

@@ -1,0 +1,513 @@
+"""Distil a saved MnistDiffusionPipeline into a few-step (LCM) student: `accelerate launch training/distill.py ...`."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import LCMScheduler
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
+
+from mnist_diffusion import MnistDiffusionPipeline, MnistUNet2DConditionModel
+from mnist_diffusion.captions import CAPTION_MODES, measure_style
+from mnist_diffusion.data import EpochShuffleSampler, ImageClassDataset, load_split, prepare_training_data
+from mnist_diffusion.hub import push_pipeline_to_hub
+from mnist_diffusion.pretrained import DIFFUSION_MODEL
+from mnist_diffusion.schedulers import predict_original_sample, predict_original_sample_and_noise
+
+# The training scripts are not a package: train.py's bookkeeping (checkpoints, validation grids, arguments) is
+# imported from beside this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train import (  # noqa: E402
+    CHECKPOINT_STATE_NAME,
+    MIXED_PRECISIONS,
+    check_output_dir,
+    conditioning_inputs,
+    hub_repo_id,
+    log_validation,
+    save_checkpoint,
+    tracker_config,
+    write_training_args,
+)
+
+logger = get_logger(__name__)
+
+LOSS_TYPES = ("huber", "l2")
+
+
+def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
+    r"""
+    Parse and validate the command line; every bad value raises `ValueError` naming it and what was expected.
+
+    Example:
+
+    ```py
+    >>> from training.distill import parse_args
+
+    >>> args = parse_args(["--dataset_name", "ylecun/mnist", "--output_dir", "out", "--max_train_steps", "10"])
+    >>> args.num_ddim_timesteps, args.validation_inference_steps
+    (50, 4)
+    ```
+    """
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--teacher_model_name_or_path",
+        default=str(DIFFUSION_MODEL),
+        help="The MnistDiffusionPipeline to distil (folder or Hub id; default: the released model).",
+    )
+    data = parser.add_argument_group("data (the images the teacher was trained on)")
+    data.add_argument("--dataset_name", default="ylecun/mnist", help="Hub id or local folder.")
+    data.add_argument("--dataset_config_name", default=None)
+    data.add_argument("--cache_dir", default=None)
+    data.add_argument("--train_split", default="train")
+    data.add_argument("--image_column", default="image")
+    data.add_argument("--label_column", default="label")
+    data.add_argument("--caption_column", default=None, help="Captions to use instead of generated ones.")
+    data.add_argument("--max_train_samples", type=int, default=None)
+    data.add_argument(
+        "--caption_mode",
+        default="label+style",
+        help=f"One of {list(CAPTION_MODES)}, or 'none' to distil class conditioning only (a teacher without text).",
+    )
+    data.add_argument(
+        "--cond_dropout_prob",
+        type=float,
+        default=0.05,
+        help="As in train.py: probability of each of 'no prompt and no class' and 'no prompt' (class only).",
+    )
+    data.add_argument(
+        "--class_dropout_prob",
+        type=float,
+        default=0.2,
+        help="As in train.py: probability of 'no class' (prompt only).",
+    )
+
+    distil = parser.add_argument_group("consistency distillation")
+    distil.add_argument(
+        "--num_ddim_timesteps",
+        type=int,
+        default=50,
+        help="The teacher's DDIM solver grid: each target is one DDIM step of 1000 / N timesteps (LCM's skip).",
+    )
+    distil.add_argument("--guidance_scale_min", type=float, default=1.0, help="Guidance scales sampled per image.")
+    distil.add_argument("--guidance_scale_max", type=float, default=2.5)
+    distil.add_argument("--time_cond_proj_dim", type=int, default=32, help="Width of the guidance-scale embedding.")
+    distil.add_argument("--target_ema_decay", type=float, default=0.95, help="EMA of the target network (saved).")
+    distil.add_argument("--loss_type", default="huber", help=f"One of {list(LOSS_TYPES)}.")
+    distil.add_argument("--huber_c", type=float, default=0.001)
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--output_dir", default="mnist-diffusion-fast")
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--train_batch_size", type=int, default=64, help="Per process.")
+    optim.add_argument("--max_train_steps", type=int, default=2000)
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--learning_rate", type=float, default=1e-4)
+    optim.add_argument("--lr_scheduler", default="constant_with_warmup", help="Any name of diffusers' get_scheduler.")
+    optim.add_argument("--lr_warmup_steps", type=int, default=100)
+    optim.add_argument("--adam_beta1", type=float, default=0.9)
+    optim.add_argument("--adam_beta2", type=float, default=0.999)
+    optim.add_argument("--adam_weight_decay", type=float, default=0.0)
+    optim.add_argument("--adam_epsilon", type=float, default=1e-8)
+    optim.add_argument("--max_grad_norm", type=float, default=1.0)
+    optim.add_argument("--mixed_precision", default=None, help=f"One of {list(MIXED_PRECISIONS)}.")
+
+    book = parser.add_argument_group("bookkeeping")
+    book.add_argument("--checkpointing_steps", type=int, default=500)
+    book.add_argument("--checkpoints_total_limit", type=int, default=None)
+    book.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-N folder.")
+    book.add_argument("--validation_steps", type=int, default=500, help="0 disables validation.")
+    book.add_argument("--validation_prompts", nargs="*", default=None)
+    book.add_argument("--validation_images_per_class", type=int, default=4)
+    book.add_argument("--validation_inference_steps", type=int, default=4)
+    book.add_argument("--validation_guidance_scale", type=float, default=1.4)
+    book.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
+    book.add_argument("--logging_dir", default="logs", help="Inside --output_dir.")
+    book.add_argument("--push_to_hub", action="store_true")
+    book.add_argument("--hub_model_id", default=None)
+    book.add_argument("--hub_token", default=None)
+    args = parser.parse_args(input_args)
+    validate_args(args)
+    return args
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Check value ranges and choices of the parsed arguments."""
+    choices = (
+        ("--caption_mode", args.caption_mode, ("none",) + CAPTION_MODES),
+        ("--loss_type", args.loss_type, LOSS_TYPES),
+        ("--mixed_precision", args.mixed_precision, (None,) + MIXED_PRECISIONS),
+    )
+    for flag, value, allowed in choices:
+        if value not in allowed:
+            raise ValueError(f"{flag} is {value!r}; expected one of {[a for a in allowed if a]}.")
+    positive = ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "num_ddim_timesteps")
+    positive += ("time_cond_proj_dim", "validation_images_per_class", "validation_inference_steps")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} is {getattr(args, name)}; expected a positive integer.")
+    for name in ("checkpointing_steps", "validation_steps", "lr_warmup_steps"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} is {getattr(args, name)}; expected 0 or more.")
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+        raise ValueError(f"--checkpoints_total_limit is {args.checkpoints_total_limit}; expected a positive integer.")
+    if not 1 <= args.guidance_scale_min <= args.guidance_scale_max:
+        raise ValueError(
+            f"--guidance_scale_min {args.guidance_scale_min}, --guidance_scale_max {args.guidance_scale_max}; "
+            "expected 1 <= min <= max."
+        )
+    if not 0 <= args.target_ema_decay < 1 or args.learning_rate <= 0 or args.huber_c <= 0:
+        raise ValueError(
+            f"Got --target_ema_decay {args.target_ema_decay}, --learning_rate {args.learning_rate}, --huber_c "
+            f"{args.huber_c}; expected a decay in [0, 1), a learning rate > 0 and huber_c > 0."
+        )
+    if not 0 <= args.cond_dropout_prob <= 0.5 or not 0 <= args.class_dropout_prob <= 1 - 2 * args.cond_dropout_prob:
+        raise ValueError(
+            f"--cond_dropout_prob {args.cond_dropout_prob}, --class_dropout_prob {args.class_dropout_prob}; expected "
+            "0 <= cond <= 0.5 and 0 <= class <= 1 - 2 * cond."
+        )
+
+
+def load_teacher(args: argparse.Namespace) -> MnistDiffusionPipeline:
+    r"""
+    The teacher pipeline, refused (`ValueError`) when it cannot teach what the arguments ask: no text encoder while
+    prompts are distilled, no class conditioning, or a guidance embedding of its own (already distilled).
+    """
+    name = args.teacher_model_name_or_path
+    try:
+        teacher = MnistDiffusionPipeline.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"--teacher_model_name_or_path {name!r} could not be loaded as an MnistDiffusionPipeline "
+            f"({str(error).splitlines()[0]}); expected a folder written by save_pretrained or train.py, or a Hub id."
+        ) from None
+    if teacher.text_encoder is None and args.caption_mode != "none":
+        raise ValueError(
+            f"--teacher_model_name_or_path {name!r} has no text encoder, but --caption_mode {args.caption_mode!r} "
+            "asks for prompts; pass --caption_mode none to distil its class conditioning only."
+        )
+    if not teacher.num_classes:
+        raise ValueError(
+            f"--teacher_model_name_or_path {name!r} has no class conditioning; expected a class-conditioned teacher."
+        )
+    if teacher.guidance_embedded:
+        raise ValueError(
+            f"--teacher_model_name_or_path {name!r} is already a guidance-embedded (distilled) model; expected the "
+            "multi-step teacher."
+        )
+    teacher.set_progress_bar_config(disable=True)
+    return teacher
+
+
+def student_pipeline(
+    unet: MnistUNet2DConditionModel, teacher: MnistDiffusionPipeline, scheduler: LCMScheduler
+) -> MnistDiffusionPipeline:
+    """An eval-mode pipeline around the student UNet with the teacher's text encoder, tokenizer and class names."""
+    return MnistDiffusionPipeline(
+        unet=unet.eval(),
+        scheduler=LCMScheduler.from_config(scheduler.config),
+        text_encoder=teacher.text_encoder,
+        tokenizer=teacher.tokenizer,
+        id2label=teacher.config.id2label,
+    )
+
+
+def build_student(teacher_unet: MnistUNet2DConditionModel, time_cond_proj_dim: int) -> MnistUNet2DConditionModel:
+    """The teacher's UNet plus a zero-initialised guidance-scale projection: at first it predicts as the teacher."""
+    student = MnistUNet2DConditionModel.from_config(teacher_unet.config, time_cond_proj_dim=time_cond_proj_dim)
+    missing, unexpected = student.load_state_dict(teacher_unet.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("time_embedding.cond_proj.") for key in missing):
+        raise ValueError(f"The teacher's UNet does not fit the student: missing {missing}, unexpected {unexpected}.")
+    torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)
+    return student
+
+
+def consistency_prediction(
+    scheduler: LCMScheduler, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
+    r"""
+    The consistency function `c_skip(t) x_t + c_out(t) x_0(x_t, model_output)`, with the scheduler's boundary
+    scalings (`c_skip = 1`, `c_out = 0` at t = 0), as `LCMScheduler.step` denoises.
+    """
+    c_skip, c_out = scheduler.get_scalings_for_boundary_condition_discrete(timesteps.float())
+    shape = (-1,) + (1,) * (sample.ndim - 1)
+    original = predict_original_sample(scheduler, sample, model_output, timesteps)
+    return c_skip.reshape(shape) * sample + c_out.reshape(shape) * original
+
+
+def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
+    r"""
+    Distil the teacher and save the student pipeline (with an `LCMScheduler`) in `args.output_dir`; returns it on
+    the main process.
+
+    Example:
+
+    ```py
+    >>> from training.distill import main, parse_args
+
+    >>> main(parse_args(["--dataset_name", "ylecun/mnist", "--output_dir", "fast", "--max_train_steps", "100"]))
+    ```
+    """
+    resume_path = check_output_dir(args)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+
+    # The teacher and the data, checked against each other before anything is written.
+    teacher = load_teacher(args)
+    data = prepare_training_data(
+        load_split(args.dataset_name, args.dataset_config_name, args.train_split, args.cache_dir),
+        image_column=args.image_column,
+        label_column=args.label_column,
+        caption_column=args.caption_column,
+        resolution=teacher.unet.config.sample_size,
+        max_train_samples=args.max_train_samples,
+    )
+    if teacher.num_classes != len(data.label_names):
+        raise ValueError(
+            f"--teacher_model_name_or_path {args.teacher_model_name_or_path!r} has {teacher.num_classes} classes; "
+            f"expected {len(data.label_names)}, the classes of --dataset_name {args.dataset_name!r}."
+        )
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+    )
+    style_words = measure_style(data.images).words() if args.caption_mode == "label+style" else None
+    dataset = ImageClassDataset(data)
+    train_dataloader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=args.train_batch_size,
+        sampler=EpochShuffleSampler(len(dataset), seed=args.seed),
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+
+    # Teacher (frozen), student (trained) and target (EMA of the student, what is saved); LCM's solver grid.
+    teacher_unet, text_encoder, tokenizer = teacher.unet, teacher.text_encoder, teacher.tokenizer
+    noise_scheduler = teacher.scheduler
+    scheduler = LCMScheduler.from_config(noise_scheduler.config, original_inference_steps=args.num_ddim_timesteps)
+    scheduler.set_timesteps(args.num_ddim_timesteps)
+    solver_timesteps = scheduler.timesteps.flip(0).long()
+    skip = scheduler.config.num_train_timesteps // args.num_ddim_timesteps
+    student = build_student(teacher_unet, args.time_cond_proj_dim)
+    target = copy.deepcopy(student).requires_grad_(False)
+    teacher_unet.requires_grad_(False).eval()
+    if text_encoder is not None:
+        text_encoder.requires_grad_(False).eval()
+    null_class = teacher.null_class_label
+
+    set_seed(args.seed, device_specific=True)
+    params = list(student.parameters())
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    updates_per_epoch = math.ceil(
+        math.ceil(len(dataset) / (args.train_batch_size * accelerator.num_processes))
+        / args.gradient_accumulation_steps
+    )
+    num_epochs = math.ceil(args.max_train_steps / updates_per_epoch)
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
+    student, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+        student, optimizer, train_dataloader, lr_scheduler
+    )
+    for model in (teacher_unet, target, text_encoder):
+        if model is not None:
+            model.to(accelerator.device)
+    accelerator.register_for_checkpointing(target)
+    solver_timesteps = solver_timesteps.to(accelerator.device)
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        write_training_args(args)
+        accelerator.init_trackers("mnist-diffusion-distill", config=tracker_config(args))
+    logger.info(
+        f"Distilling {args.teacher_model_name_or_path} on {len(dataset)} images for {args.max_train_steps} steps "
+        f"(batch {args.train_batch_size} x {accelerator.num_processes} processes x {args.gradient_accumulation_steps})"
+    )
+
+    global_step = 0
+    if resume_path is not None:
+        accelerator.print(f"Resuming from checkpoint {resume_path}")
+        accelerator.load_state(resume_path)
+        with open(os.path.join(resume_path, CHECKPOINT_STATE_NAME)) as f:
+            global_step = json.load(f)["global_step"]
+    first_epoch = global_step // updates_per_epoch
+    batches_to_skip = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
+
+    unconditional = None
+    if text_encoder is not None:
+        tokens = tokenizer(
+            [""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        )
+        empty_mask = tokens.attention_mask.to(accelerator.device)
+        with torch.no_grad():
+            unconditional = (
+                text_encoder(tokens.input_ids.to(accelerator.device), attention_mask=empty_mask)[0],
+                empty_mask,
+            )
+
+    progress_bar = tqdm(
+        range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
+    )
+    start_time, start_step = time.perf_counter(), global_step
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    student.train()
+    for epoch in range(first_epoch, num_epochs):
+        if global_step >= args.max_train_steps:
+            break
+        epoch_dataloader = train_dataloader
+        if epoch == first_epoch and batches_to_skip:
+            epoch_dataloader = accelerator.skip_first_batches(train_dataloader, batches_to_skip)
+        epoch_dataloader.set_epoch(epoch)
+        for batch in epoch_dataloader:
+            with accelerator.accumulate(student):
+                loss = distillation_loss(
+                    batch, args, data, style_words, null_class, tokenizer, text_encoder, unconditional,
+                    teacher_unet, student, target, noise_scheduler, scheduler, solver_timesteps, skip,
+                )  # fmt: skip
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            with torch.no_grad():
+                for target_param, param in zip(
+                    target.parameters(), accelerator.unwrap_model(student).parameters(), strict=True
+                ):
+                    target_param.lerp_(param.detach(), 1 - args.target_ema_decay)
+            global_step += 1
+            progress_bar.update(1)
+            images_per_second = (global_step - start_step) * total_batch_size / (time.perf_counter() - start_time)
+            logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0], "img/s": images_per_second}
+            progress_bar.set_postfix(loss=f"{logs['loss']:.5f}", img_s=f"{images_per_second:.0f}")
+            accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=global_step)
+
+            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, args, global_step)
+            is_last = global_step >= args.max_train_steps
+            if (
+                accelerator.is_main_process
+                and args.validation_steps
+                and (global_step % args.validation_steps == 0 or is_last)
+            ):
+                log_validation(student_pipeline(target, teacher, scheduler), args, accelerator, global_step)
+                student.train()
+            if is_last:
+                break
+
+    accelerator.wait_for_everyone()
+    pipeline = None
+    if accelerator.is_main_process:
+        pipeline = student_pipeline(target, teacher, scheduler)
+        pipeline.save_pretrained(args.output_dir)
+        write_training_args(args)
+        logger.info(f"Saved the student pipeline to {args.output_dir}")
+        if args.push_to_hub:
+            push_pipeline_to_hub(args.output_dir, hub_repo_id(args), token=args.hub_token)
+    accelerator.end_training()
+    return pipeline
+
+
+def distillation_loss(
+    batch: dict[str, torch.Tensor],
+    args: argparse.Namespace,
+    data,
+    style_words: list[tuple[str, str, str]] | None,
+    null_class: int,
+    tokenizer,
+    text_encoder: torch.nn.Module | None,
+    unconditional: tuple[torch.Tensor, torch.Tensor] | None,
+    teacher_unet: torch.nn.Module,
+    student: torch.nn.Module,
+    target: torch.nn.Module,
+    noise_scheduler,
+    scheduler: LCMScheduler,
+    solver_timesteps: torch.Tensor,
+    skip: int,
+) -> torch.Tensor:
+    r"""
+    The latent consistency distillation loss of one batch (Luo et al. 2023, pixel space here).
+
+    Each image is noised to a timestep `t` of the solver grid; the teacher, with classifier-free guidance at a scale
+    `w` drawn per image, takes one deterministic DDIM step to `t - skip`; the student's consistency function at `t`
+    (given the embedding of `w`) must match the target network's at `t - skip` (Huber or squared distance).
+    """
+    pixel_values, labels = batch["pixel_values"], batch["labels"]
+    bsz, device = pixel_values.shape[0], pixel_values.device
+    conditioning = {}
+    teacher_conditioning = {}
+    if text_encoder is not None:
+        input_ids, attention_mask, class_labels = conditioning_inputs(
+            labels, batch["indices"], args, data.captions, data.label_names, style_words, null_class, tokenizer
+        )
+        with torch.no_grad():
+            hidden_states = text_encoder(input_ids, attention_mask=attention_mask)[0]
+        conditioning = {"encoder_hidden_states": hidden_states, "encoder_attention_mask": attention_mask}
+        empty_states, empty_mask = (u.expand(bsz, *u.shape[1:]) for u in unconditional)
+        teacher_conditioning = {
+            "encoder_hidden_states": torch.cat([empty_states, hidden_states]),
+            "encoder_attention_mask": torch.cat([empty_mask, attention_mask]),
+        }
+    else:
+        drop_class = torch.rand(bsz, device=device) < args.class_dropout_prob
+        class_labels = torch.where(drop_class, torch.full_like(labels, null_class), labels)
+    conditioning["class_labels"] = class_labels
+    teacher_conditioning["class_labels"] = torch.cat([torch.full_like(class_labels, null_class), class_labels])
+
+    noise = torch.randn_like(pixel_values)
+    index = torch.randint(0, len(solver_timesteps), (bsz,), device=device)
+    timesteps = solver_timesteps[index]
+    previous = (timesteps - skip).clamp(min=0)
+    noisy = noise_scheduler.add_noise(pixel_values, noise, timesteps)
+    scales = args.guidance_scale_min + (args.guidance_scale_max - args.guidance_scale_min) * torch.rand(
+        bsz, device=device
+    )
+    embedding = MnistDiffusionPipeline.get_guidance_scale_embedding(scales, args.time_cond_proj_dim).to(device)
+
+    prediction = student(noisy, timesteps, timestep_cond=embedding, **conditioning).sample
+    prediction = consistency_prediction(scheduler, noisy, prediction, timesteps)
+    with torch.no_grad():
+        uncond, cond = teacher_unet(
+            torch.cat([noisy, noisy]), torch.cat([timesteps, timesteps]), **teacher_conditioning
+        ).sample.chunk(2)
+        guided = uncond + scales[:, None, None, None] * (cond - uncond)
+        original, predicted_noise = predict_original_sample_and_noise(noise_scheduler, noisy, guided, timesteps)
+        solver_sample = noise_scheduler.add_noise(original, predicted_noise, previous)
+        target_output = target(solver_sample, previous, timestep_cond=embedding, **conditioning).sample
+        target_prediction = consistency_prediction(scheduler, solver_sample, target_output, previous)
+    if args.loss_type == "huber":
+        per_pixel = torch.sqrt((prediction.float() - target_prediction.float()) ** 2 + args.huber_c**2) - args.huber_c
+    else:
+        per_pixel = (prediction.float() - target_prediction.float()) ** 2
+    return per_pixel.mean()
+
+
+if __name__ == "__main__":
+    main(parse_args())
