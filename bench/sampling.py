@@ -1,4 +1,5 @@
-"""Benchmark: sampling speed and quality of DDPM-1000, DDIM-50 and DPM-Solver++-20 with classifier-free guidance."""
+"""Benchmark: sampling speed and quality of DDPM-1000, DDIM-50 and DPM-Solver++-20 with classifier-free guidance, and
+of the few-step distilled student at 1, 2, 4 and 8 steps, in one run."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import time
 
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from guidance_sweep import mean, mean_and_range
 
 from mnist_diffusion import MnistDDPMScheduler, MnistDiffusionPipeline
 from mnist_diffusion.data import load_split, prepare_training_data
-from mnist_diffusion.evaluation import evaluate
-from mnist_diffusion.pretrained import DIFFUSION_MODEL
+from mnist_diffusion.evaluation import EvaluationResult, evaluate
+from mnist_diffusion.pretrained import DIFFUSION_MODEL, FAST_DIFFUSION_MODEL
 
 SAMPLERS = [
     ("DDPM", MnistDDPMScheduler, 1000),
@@ -42,7 +44,32 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--repeats", type=int, default=3, help="Timed calls per sampler, median reported (DDPM-1000: always one)."
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--samplers",
+        nargs="*",
+        default=[name for name, _, _ in SAMPLERS],
+        choices=[name for name, _, _ in SAMPLERS],
+        help="The teacher's samplers to run (default all).",
+    )
+    parser.add_argument("--fast_model", default=str(FAST_DIFFUSION_MODEL), help="The few-step student ('' skips it).")
+    parser.add_argument("--fast_steps", type=int, nargs="*", default=[1, 2, 4, 8], help="The student's step counts.")
+    parser.add_argument("--fast_guidance_scale", type=float, default=1.4, help="The student's embedded guidance.")
+    parser.add_argument(
+        "--conditioning", default="label", choices=["label", "prompt", "label+prompt"], help="See evaluate()."
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="Scored once per seed and averaged, as bench/guidance_sweep.py does (timing uses the first).",
+    )
+    parser.add_argument(
+        "--style_samples_per_request",
+        type=int,
+        default=0,
+        help="Also measure style control (evaluate's strict agreement, first seed), this many samples per request.",
+    )
     args = parser.parse_args()
     if min(args.batch_size, args.num_samples, args.ddpm_num_samples) < 10:
         raise ValueError("--batch_size, --num_samples and --ddpm_num_samples must be at least 10.")
@@ -52,17 +79,20 @@ def parse_args() -> argparse.Namespace:
 
 
 def timed_call(
-    pipe: MnistDiffusionPipeline, batch_size: int, steps: int, seed: int, repeats: int, **guidance
+    pipe: MnistDiffusionPipeline, batch_size: int, steps: int, seed: int, repeats: int, conditioning: str, **guidance
 ) -> float:
-    """Median seconds of `repeats` pipeline calls generating `batch_size` images (digits 0..9 in turn), after a
-    short warm-up call."""
-    labels = [i % 10 for i in range(batch_size)]
-    pipe(class_labels=labels, num_inference_steps=2, output_type="pt", **guidance)
+    """Median seconds of `repeats` pipeline calls generating `batch_size` images (digits 0..9 in turn, as labels
+    and/or prompts per `conditioning`), after a short warm-up call."""
+    digits = [i % 10 for i in range(batch_size)]
+    inputs = {"class_labels": digits} if "label" in conditioning else {}
+    if "prompt" in conditioning:
+        inputs["prompt"] = [f"a handwritten {digit}" for digit in digits]
+    pipe(num_inference_steps=2, output_type="pt", **inputs, **guidance)
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         pipe(
-            class_labels=labels,
+            **inputs,
             num_inference_steps=steps,
             generator=torch.Generator().manual_seed(seed),
             output_type="pt",
@@ -70,6 +100,26 @@ def timed_call(
         )
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
+
+
+def score(
+    pipe: MnistDiffusionPipeline, test, args: argparse.Namespace, num_samples: int, style: bool, **sampling
+) -> list[EvaluationResult]:
+    """One evaluation per seed of `args.seeds` (style control on the first only, when asked and `style`)."""
+    return [
+        evaluate(
+            pipe,
+            num_samples,
+            reference_images=test.images,
+            reference_labels=test.labels,
+            conditioning=args.conditioning,
+            seed=seed,
+            batch_size=min(num_samples, 250),
+            style_samples_per_request=args.style_samples_per_request if style and i == 0 else 0,
+            **sampling,
+        )
+        for i, seed in enumerate(args.seeds)
+    ]
 
 
 def main() -> None:
@@ -81,37 +131,63 @@ def main() -> None:
     )
     test = prepare_training_data(load_split(args.dataset_name, split="test"))
     base_config = pipe.scheduler.config
-    rows = []
-    runs = [(*sampler, 1.0) for sampler in SAMPLERS] + [(*SAMPLERS[-1], stop) for stop in args.guidance_stop]
+    rows = []  # (sampler, images per call, median seconds, scored samples, results per seed)
+    runs = [(*sampler, 1.0) for sampler in SAMPLERS if sampler[0] in args.samplers]
+    runs += [(*SAMPLERS[-1], stop) for stop in args.guidance_stop]
     for name, scheduler_cls, steps, stop in runs:
         pipe.scheduler = scheduler_cls.from_config(base_config)
         num_samples = args.ddpm_num_samples if name == "DDPM" else args.num_samples
         batch_size = min(args.batch_size, num_samples)  # DDPM-1000 is timed on fewer images when asked to
         repeats = 1 if name == "DDPM" else args.repeats
-        seconds = timed_call(pipe, batch_size, steps, args.seed, repeats, guidance_scale=guidance, guidance_stop=stop)
-        result = evaluate(
-            pipe,
-            num_samples,
-            reference_images=test.images,
-            reference_labels=test.labels,
-            conditioning="label",
-            guidance_scale=guidance,
-            guidance_stop=stop,
-            num_inference_steps=steps,
-            seed=args.seed,
-            batch_size=min(num_samples, 250),
-            style_samples_per_request=0,
-        )
-        sampler = f"{name}-{steps}" + (f", guidance on the first {stop:.0%} of steps" if stop < 1 else "")
-        rows.append((sampler, batch_size, seconds, num_samples, result.accuracy, result.classifier_fid))
-        print(rows[-1], flush=True)
-    print(f"\nSampling on {torch.get_num_threads()} CPU threads, guidance {guidance:g} (batched CFG), {args.model}:\n")
-    print("| sampler | images per call | median s | images/s | scored samples | cond. accuracy | classifier FID |")
-    print("|---|---|---|---|---|---|---|")
-    for sampler, batch_size, seconds, num_samples, accuracy, fid in rows:
+        sampling = dict(guidance_scale=guidance, guidance_stop=stop, num_inference_steps=steps)
+        seconds = timed_call(pipe, batch_size, steps, args.seeds[0], repeats, args.conditioning, **sampling)
+        results = score(pipe, test, args, num_samples, style=name == "DPM-Solver++" and stop == 1, **sampling)
+        sampler = f"{name}-{steps}, guidance {guidance:g}"
+        sampler += f" on the first {stop:.0%} of steps" if stop < 1 else ""
+        rows.append((sampler, batch_size, seconds, num_samples, results))
+        print(sampler, seconds, [(r.accuracy, r.classifier_fid) for r in results], flush=True)
+    if args.fast_model:
+        fast = MnistDiffusionPipeline.from_pretrained(args.fast_model)
+        fast.set_progress_bar_config(disable=True)
+        for steps in args.fast_steps:
+            sampling = dict(guidance_scale=args.fast_guidance_scale, num_inference_steps=steps)
+            seconds = timed_call(
+                fast, args.batch_size, steps, args.seeds[0], args.repeats, args.conditioning, **sampling
+            )
+            results = score(fast, test, args, args.num_samples, style=True, **sampling)
+            sampler = (
+                f"few-step student, {type(fast.scheduler).__name__}-{steps}, guidance {args.fast_guidance_scale:g}"
+            )
+            rows.append((sampler, args.batch_size, seconds, args.num_samples, results))
+            print(sampler, seconds, [(r.accuracy, r.classifier_fid) for r in results], flush=True)
+
+    floors = [result.classifier_fid_floor for result in rows[0][4]]
+    # seconds per image of DPM-Solver++-20 with guidance on every step, the speed-up's reference
+    reference = next(
+        (s / b for sampler, b, s, *_ in rows if sampler.startswith("DPM-Solver++-20") and "first" not in sampler), None
+    )
+    seeds = f"seed {args.seeds[0]}" if len(args.seeds) == 1 else f"mean over seeds {', '.join(map(str, args.seeds))}"
+    print(
+        f"\nSampling on {torch.get_num_threads()} CPU threads, batched CFG, {args.model} and "
+        f"{args.fast_model or '-'}; {args.conditioning} conditioning, {seeds}; "
+        f"classifier FID floor {mean_and_range(floors, '.1f')}:\n"
+    )
+    print(
+        "| sampler | images per call | median s | images/s | speed-up vs DPM-Solver++-20 | scored samples | "
+        "cond. accuracy | classifier FID | x floor | style strict (min-max over requests) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    accuracy_format = ".1f" if len(args.seeds) == 1 else ".2f"
+    for sampler, batch_size, seconds, num_samples, results in rows:
+        fids = [result.classifier_fid for result in results]
+        style = results[0].style_control
+        strict = [request.strict_agreement for request in style.requests] if style else []
         print(
-            f"| {sampler} | {batch_size} | {seconds:.2f} | {batch_size / seconds:.1f} | {num_samples} | "
-            f"{100 * accuracy:.1f}% | {fid:.1f} |"
+            f"| {sampler} | {batch_size} | {seconds:.2f} | {batch_size / seconds:.1f} | "
+            f"{f'{reference * batch_size / seconds:.1f}x' if reference else '-'} | {num_samples} | "
+            f"{mean_and_range([result.accuracy for result in results], accuracy_format, 100, '%')} | "
+            f"{mean_and_range(fids, '.1f')} | {mean(fids) / mean(floors):.2f} | "
+            f"{f'{100 * min(strict):.0f}-{100 * max(strict):.0f}%' if strict else '-'} |"
         )
 
 

@@ -175,3 +175,30 @@ def test_save_and_load_round_trip_in_safetensors(tmp_path):
     assert public(loaded.config) == public(unet.config)
     sample, context = inputs()
     assert torch.equal(loaded(sample, 3, context).sample, unet(sample, 3, context).sample)
+
+
+def test_time_cond_proj_dim_adds_a_guidance_projection_and_old_configs_load_unchanged(tmp_path):
+    unet = make_tiny_unet()
+    sample, context = inputs()
+    with pytest.raises(ValueError, match="`timestep_cond` was given but this model has no `time_cond_proj_dim`"):
+        unet(sample, 3, context, timestep_cond=torch.zeros(2, 8))
+    unet.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["time_cond_proj_dim"]  # as written before the option existed (the released model's config)
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    loaded = MnistUNet2DConditionModel.from_pretrained(tmp_path / "old")
+    assert loaded.config.time_cond_proj_dim is None and loaded.time_embedding.cond_proj is None
+    assert torch.equal(loaded(sample, 3, context).sample, unet(sample, 3, context).sample)
+
+    student = MnistUNet2DConditionModel.from_config(unet.config, time_cond_proj_dim=8)
+    missing, unexpected = student.load_state_dict(unet.state_dict(), strict=False)
+    assert missing == ["time_embedding.cond_proj.weight"] and unexpected == []
+    condition = torch.randn(2, 8)
+    changed = student(sample, 3, context, timestep_cond=condition).sample
+    assert not torch.allclose(changed, unet(sample, 3, context).sample)
+    torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)  # a zero projection: the teacher's prediction
+    torch.testing.assert_close(
+        student(sample, 3, context, timestep_cond=condition).sample, unet(sample, 3, context).sample
+    )
+    student.save_pretrained(tmp_path / "student")
+    assert MnistUNet2DConditionModel.from_pretrained(tmp_path / "student").config.time_cond_proj_dim == 8

@@ -32,6 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train import (  # noqa: E402
     CHECKPOINT_STATE_NAME,
     MIXED_PRECISIONS,
+    add_bookkeeping_arguments,
+    add_optimisation_arguments,
     check_output_dir,
     conditioning_inputs,
     hub_repo_id,
@@ -107,36 +109,17 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     distil.add_argument("--loss_type", default="huber", help=f"One of {list(LOSS_TYPES)}.")
     distil.add_argument("--huber_c", type=float, default=0.001)
 
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--output_dir", default="mnist-diffusion-fast")
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--train_batch_size", type=int, default=64, help="Per process.")
-    optim.add_argument("--max_train_steps", type=int, default=2000)
-    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    optim.add_argument("--learning_rate", type=float, default=1e-4)
-    optim.add_argument("--lr_scheduler", default="constant_with_warmup", help="Any name of diffusers' get_scheduler.")
-    optim.add_argument("--lr_warmup_steps", type=int, default=100)
-    optim.add_argument("--adam_beta1", type=float, default=0.9)
-    optim.add_argument("--adam_beta2", type=float, default=0.999)
-    optim.add_argument("--adam_weight_decay", type=float, default=0.0)
-    optim.add_argument("--adam_epsilon", type=float, default=1e-8)
-    optim.add_argument("--max_grad_norm", type=float, default=1.0)
-    optim.add_argument("--mixed_precision", default=None, help=f"One of {list(MIXED_PRECISIONS)}.")
-
-    book = parser.add_argument_group("bookkeeping")
-    book.add_argument("--checkpointing_steps", type=int, default=500)
-    book.add_argument("--checkpoints_total_limit", type=int, default=None)
-    book.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-N folder.")
-    book.add_argument("--validation_steps", type=int, default=500, help="0 disables validation.")
-    book.add_argument("--validation_prompts", nargs="*", default=None)
-    book.add_argument("--validation_images_per_class", type=int, default=4)
-    book.add_argument("--validation_inference_steps", type=int, default=4)
-    book.add_argument("--validation_guidance_scale", type=float, default=1.4)
-    book.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
-    book.add_argument("--logging_dir", default="logs", help="Inside --output_dir.")
-    book.add_argument("--push_to_hub", action="store_true")
-    book.add_argument("--hub_model_id", default=None)
-    book.add_argument("--hub_token", default=None)
+    add_optimisation_arguments(parser.add_argument_group("optimisation"))
+    add_bookkeeping_arguments(parser.add_argument_group("bookkeeping"))
+    parser.set_defaults(
+        output_dir="mnist-diffusion-fast",
+        max_train_steps=2000,
+        learning_rate=1e-4,
+        lr_scheduler="constant_with_warmup",
+        adam_weight_decay=0.0,
+        validation_inference_steps=4,
+        validation_guidance_scale=1.4,
+    )
     args = parser.parse_args(input_args)
     validate_args(args)
     return args

@@ -148,27 +148,12 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     )
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--output_dir", default="mnist-diffusion-model")
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--train_batch_size", type=int, default=64, help="Per process.")
+    add_optimisation_arguments(optim)
     optim.add_argument(
         "--num_epochs",
         type=int,
         default=4,
-        help="One MNIST epoch: ~940 steps at batch 64 (2 to 5 min on 2 CPU cores).",
-    )
-    optim.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_epochs.")
-    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    optim.add_argument("--learning_rate", type=float, default=1e-3)
-    optim.add_argument("--lr_scheduler", default="cosine", help="Any name of diffusers' `get_scheduler`.")
-    optim.add_argument("--lr_warmup_steps", type=int, default=100)
-    optim.add_argument("--adam_beta1", type=float, default=0.9)
-    optim.add_argument("--adam_beta2", type=float, default=0.999)
-    optim.add_argument("--adam_weight_decay", type=float, default=1e-2)
-    optim.add_argument("--adam_epsilon", type=float, default=1e-8)
-    optim.add_argument("--max_grad_norm", type=float, default=1.0)
-    optim.add_argument(
-        "--mixed_precision", default=None, help=f"One of {list(MIXED_PRECISIONS)}; default: accelerate's."
+        help="One MNIST epoch: ~940 steps at batch 64 (2 to 5 min on 2 CPU cores); --max_train_steps overrides it.",
     )
     optim.add_argument("--snr_gamma", type=float, default=5.0, help="Min-SNR-gamma loss weighting; 0 disables it.")
     optim.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True)
@@ -176,23 +161,7 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     optim.add_argument("--ema_power", type=float, default=0.75, help="EMA warmup: decay = 1 - (1 + step) ** -power.")
 
     book = parser.add_argument_group("bookkeeping")
-    book.add_argument("--checkpointing_steps", type=int, default=500)
-    book.add_argument("--checkpoints_total_limit", type=int, default=None)
-    book.add_argument(
-        "--resume_from_checkpoint",
-        default=None,
-        help="'latest' (the highest complete checkpoint in --output_dir; starts fresh if there is none) or a path.",
-    )
-    book.add_argument("--validation_steps", type=int, default=500, help="0 disables validation.")
-    book.add_argument("--validation_prompts", nargs="*", default=None)
-    book.add_argument("--validation_images_per_class", type=int, default=4)
-    book.add_argument("--validation_inference_steps", type=int, default=25)
-    book.add_argument("--validation_guidance_scale", type=float, default=3.0)
-    book.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
-    book.add_argument("--logging_dir", default="logs", help="Inside --output_dir.")
-    book.add_argument("--push_to_hub", action="store_true")
-    book.add_argument("--hub_model_id", default=None)
-    book.add_argument("--hub_token", default=None)
+    add_bookkeeping_arguments(book)
     book.add_argument(
         "--push_checkpoints",
         action="store_true",
@@ -229,6 +198,47 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         args.attention_levels = tuple(bool(v) for v in parse_int_list("--attention_levels", args.attention_levels))
     validate_args(args)
     return args
+
+
+def add_optimisation_arguments(group: argparse._ArgumentGroup) -> None:
+    """The optimisation flags of this script that `distill.py` shares (it changes some defaults)."""
+    group.add_argument("--output_dir", default="mnist-diffusion-model")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--train_batch_size", type=int, default=64, help="Per process.")
+    group.add_argument("--max_train_steps", type=int, default=None, help="Optimizer updates in all.")
+    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    group.add_argument("--learning_rate", type=float, default=1e-3)
+    group.add_argument("--lr_scheduler", default="cosine", help="Any name of diffusers' `get_scheduler`.")
+    group.add_argument("--lr_warmup_steps", type=int, default=100)
+    group.add_argument("--adam_beta1", type=float, default=0.9)
+    group.add_argument("--adam_beta2", type=float, default=0.999)
+    group.add_argument("--adam_weight_decay", type=float, default=1e-2)
+    group.add_argument("--adam_epsilon", type=float, default=1e-8)
+    group.add_argument("--max_grad_norm", type=float, default=1.0)
+    group.add_argument(
+        "--mixed_precision", default=None, help=f"One of {list(MIXED_PRECISIONS)}; default: accelerate's."
+    )
+
+
+def add_bookkeeping_arguments(group: argparse._ArgumentGroup) -> None:
+    """Checkpoint, validation, logging and Hub flags of this script that `distill.py` shares."""
+    group.add_argument("--checkpointing_steps", type=int, default=500)
+    group.add_argument("--checkpoints_total_limit", type=int, default=None)
+    group.add_argument(
+        "--resume_from_checkpoint",
+        default=None,
+        help="'latest' (the highest complete checkpoint in --output_dir; starts fresh if there is none) or a path.",
+    )
+    group.add_argument("--validation_steps", type=int, default=500, help="0 disables validation.")
+    group.add_argument("--validation_prompts", nargs="*", default=None)
+    group.add_argument("--validation_images_per_class", type=int, default=4)
+    group.add_argument("--validation_inference_steps", type=int, default=25)
+    group.add_argument("--validation_guidance_scale", type=float, default=3.0)
+    group.add_argument("--report_to", default="tensorboard", help="'tensorboard', 'wandb', 'all' or 'none'.")
+    group.add_argument("--logging_dir", default="logs", help="Inside --output_dir.")
+    group.add_argument("--push_to_hub", action="store_true")
+    group.add_argument("--hub_model_id", default=None)
+    group.add_argument("--hub_token", default=None)
 
 
 def parse_int_list(flag: str, value: str) -> tuple[int, ...]:
