@@ -79,7 +79,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def timed_call(
-    pipe: MnistDiffusionPipeline, batch_size: int, steps: int, seed: int, repeats: int, conditioning: str, **guidance
+    pipe: MnistDiffusionPipeline, batch_size: int, seed: int, repeats: int, conditioning: str, **sampling
 ) -> float:
     """Median seconds of `repeats` pipeline calls generating `batch_size` images (digits 0..9 in turn, as labels
     and/or prompts per `conditioning`), after a short warm-up call."""
@@ -87,16 +87,15 @@ def timed_call(
     inputs = {"class_labels": digits} if "label" in conditioning else {}
     if "prompt" in conditioning:
         inputs["prompt"] = [f"a handwritten {digit}" for digit in digits]
-    pipe(num_inference_steps=2, output_type="pt", **inputs, **guidance)
+    pipe(output_type="pt", **inputs, **{**sampling, "num_inference_steps": 2})
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         pipe(
             **inputs,
-            num_inference_steps=steps,
             generator=torch.Generator().manual_seed(seed),
             output_type="pt",
-            **guidance,
+            **sampling,
         )
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
@@ -140,7 +139,7 @@ def main() -> None:
         batch_size = min(args.batch_size, num_samples)  # DDPM-1000 is timed on fewer images when asked to
         repeats = 1 if name == "DDPM" else args.repeats
         sampling = dict(guidance_scale=guidance, guidance_stop=stop, num_inference_steps=steps)
-        seconds = timed_call(pipe, batch_size, steps, args.seeds[0], repeats, args.conditioning, **sampling)
+        seconds = timed_call(pipe, batch_size, args.seeds[0], repeats, args.conditioning, **sampling)
         results = score(pipe, test, args, num_samples, style=name == "DPM-Solver++" and stop == 1, **sampling)
         sampler = f"{name}-{steps}, guidance {guidance:g}"
         sampler += f" on the first {stop:.0%} of steps" if stop < 1 else ""
@@ -151,9 +150,7 @@ def main() -> None:
         fast.set_progress_bar_config(disable=True)
         for steps in args.fast_steps:
             sampling = dict(guidance_scale=args.fast_guidance_scale, num_inference_steps=steps)
-            seconds = timed_call(
-                fast, args.batch_size, steps, args.seeds[0], args.repeats, args.conditioning, **sampling
-            )
+            seconds = timed_call(fast, args.batch_size, args.seeds[0], args.repeats, args.conditioning, **sampling)
             results = score(fast, test, args, args.num_samples, style=True, **sampling)
             sampler = (
                 f"few-step student, {type(fast.scheduler).__name__}-{steps}, guidance {args.fast_guidance_scale:g}"
