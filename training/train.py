@@ -30,7 +30,7 @@ from mnist_diffusion import (
     build_caption_tokenizer,
     build_text_encoder,
 )
-from mnist_diffusion.captions import CAPTION_MODES, build_captions, measure_style
+from mnist_diffusion.captions import CAPTION_MODES, TrainingCaptioner, measure_style
 from mnist_diffusion.classifier import MnistClassifier
 from mnist_diffusion.data import EpochShuffleSampler, ImageClassDataset, load_split, prepare_training_data
 from mnist_diffusion.hub import push_checkpoint, push_pipeline_to_hub
@@ -636,7 +636,9 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         resolution=args.resolution,
         max_train_samples=args.max_train_samples,
     )
-    style_words = measure_style(data.images).words() if args.caption_mode == "label+style" else None
+    style_words = None
+    if args.caption_mode == "label+style" and data.captions is None:
+        style_words = measure_style(data.images).words()
     evaluator = build_evaluator(args, data.label_names, accelerator.device) if args.eval_classifier else None
     dataset = ImageClassDataset(data)
     train_dataloader = torch.utils.data.DataLoader(
@@ -648,7 +650,15 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     )
 
     tokenizer, text_encoder, unet, noise_scheduler = build_models(args, num_classes=len(data.label_names))
-    null_class = len(data.label_names)
+    captioner = TrainingCaptioner(
+        tokenizer,
+        data.label_names,
+        caption_mode=args.caption_mode,
+        captions=data.captions,
+        style_words=style_words,
+        cond_dropout_prob=args.cond_dropout_prob,
+        class_dropout_prob=args.class_dropout_prob,
+    )
     set_seed(args.seed, device_specific=True)  # different noise, timesteps and dropout in each process
     params = list(unet.parameters()) + (list(text_encoder.parameters()) if args.train_text_encoder else [])
     ema = (
@@ -725,10 +735,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         epoch_dataloader.set_epoch(epoch)
         for batch in epoch_dataloader:
             with accelerator.accumulate(*trained):
-                loss = training_loss(
-                    batch, args, data.captions, data.label_names, style_words, null_class, tokenizer, text_encoder,
-                    unet, noise_scheduler, accelerator,
-                )  # fmt: skip
+                loss = training_loss(batch, args, captioner, text_encoder, unet, noise_scheduler, accelerator)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, args.max_grad_norm)
@@ -822,55 +829,32 @@ def build_pipeline(
 def training_loss(
     batch: dict[str, torch.Tensor],
     args: argparse.Namespace,
-    captions: list[str] | None,
-    label_names: list[str],
-    style_words: list[tuple[str, str, str]] | None,
-    null_class: int,
-    tokenizer: CLIPTokenizer,
+    captioner: TrainingCaptioner,
     text_encoder: torch.nn.Module,
     unet: torch.nn.Module,
     noise_scheduler: MnistDDPMScheduler,
     accelerator: Accelerator,
 ) -> torch.Tensor:
     r"""
-    The (Min-SNR weighted) diffusion loss of one batch, with conditioning dropout.
-
-    Captions come from `--caption_column`, or from the label and a random phrasing (plus the image's style words in
-    `label+style` mode). With probability `p = --cond_dropout_prob` each, a sample gets the empty prompt and the null
-    class (the unconditional branch of classifier-free guidance) or the empty prompt only; with probability
-    `q = --class_dropout_prob` it gets the null class only (prompt-only generation).
+    The (Min-SNR weighted) diffusion loss of one batch; `captioner` gives its captions with conditioning dropout
+    (`--cond_dropout_prob`, `--class_dropout_prob`), tokenised.
     """
-    pixel_values, labels, indices = batch["pixel_values"], batch["labels"], batch["indices"].cpu()
+    pixel_values = batch["pixel_values"]
     bsz, device = pixel_values.shape[0], pixel_values.device
-    if captions is not None:
-        texts = [captions[i] for i in indices.tolist()]
-    else:
-        phrasings = torch.randint(0, 1 << 16, (bsz,))
-        words = [style_words[i] for i in indices.tolist()] if style_words is not None else None
-        texts = build_captions(label_names, labels.cpu(), args.caption_mode, phrasings, words)
-    u = torch.rand(bsz)
-    p, q = args.cond_dropout_prob, args.class_dropout_prob
-    drop_text = u < 2 * p
-    drop_class = (u < p) | ((u >= 2 * p) & (u < 2 * p + q))
-    texts = ["" if drop else text for text, drop in zip(texts, drop_text.tolist(), strict=True)]
-    class_labels = torch.where(drop_class.to(device), torch.full_like(labels, null_class), labels)
-    tokens = tokenizer(
-        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    input_ids, attention_mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+    conditioning = captioner(batch["labels"], batch["indices"])
 
     noise = torch.randn_like(pixel_values)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=device)
     noisy = noise_scheduler.add_noise(pixel_values, noise, timesteps)
     target = noise_scheduler.training_target(pixel_values, noise, timesteps)
     with accelerator.autocast():
-        encoder_hidden_states = text_encoder(input_ids, attention_mask=attention_mask)[0]
+        encoder_hidden_states = text_encoder(conditioning.input_ids, attention_mask=conditioning.attention_mask)[0]
         model_pred = unet(
             noisy,
             timesteps,
             encoder_hidden_states=encoder_hidden_states,
-            class_labels=class_labels,
-            encoder_attention_mask=attention_mask,
+            class_labels=conditioning.class_labels,
+            encoder_attention_mask=conditioning.attention_mask,
         ).sample
     per_sample = F.mse_loss(model_pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     if args.snr_gamma:
