@@ -33,9 +33,9 @@ from mnist_diffusion import (
 from mnist_diffusion.captions import CAPTION_MODES, TrainingCaptioner, measure_style
 from mnist_diffusion.classifier import MnistClassifier
 from mnist_diffusion.data import EpochShuffleSampler, ImageClassDataset, load_split, prepare_training_data
+from mnist_diffusion.evaluation import ReferenceFeatures, evaluate
 from mnist_diffusion.hub import push_checkpoint, push_pipeline_to_hub
 from mnist_diffusion.image_grid import image_grid
-from mnist_diffusion.metrics import conditional_accuracy, frechet_distance
 from mnist_diffusion.visualization import EVAL_HISTORY_NAME
 
 logger = get_logger(__name__)
@@ -204,11 +204,15 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         "--eval_classifier",
         default=None,
         help="A saved MnistClassifier (e.g. mnist_diffusion/pretrained/mnist-classifier). At every validation step, "
-        "--eval_num_samples class-conditioned samples (with the validation steps and guidance scale) are scored by "
-        f"conditional accuracy and classifier FID against real images; logged as eval/* and to {EVAL_HISTORY_NAME}.",
+        "--eval_num_samples samples (with the validation steps and guidance scale) are drawn and scored as "
+        "`mnist-diffusion evaluate` does (label + class prompt, sample i from seed --seed + i): conditional accuracy "
+        f"and classifier FID against real images; logged as eval/* and to {EVAL_HISTORY_NAME}.",
     )
     evaluation.add_argument(
-        "--eval_num_samples", type=int, default=250, help="Samples per evaluation, spread evenly over the classes."
+        "--eval_num_samples",
+        type=int,
+        default=None,
+        help="Samples per evaluation, a multiple of the classes (default: 25 per class, 250 for 10 classes).",
     )
     evaluation.add_argument(
         "--eval_dataset", default=None, help="Real reference images (Hub id or folder); default: --dataset_name."
@@ -255,7 +259,7 @@ def validate_args(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} is {value!r}; expected one of {[a for a in allowed if a]}.")
     if args.eval_classifier and not args.validation_steps:
         raise ValueError("--eval_classifier scores samples at validation steps, but --validation_steps is 0.")
-    if args.eval_num_samples < 2:
+    if args.eval_num_samples is not None and args.eval_num_samples < 2:
         raise ValueError(f"--eval_num_samples is {args.eval_num_samples}; expected at least 2 (for classifier FID).")
     if args.push_checkpoints and not args.push_to_hub:
         raise ValueError("--push_checkpoints uploads checkpoints to the --push_to_hub repo; pass --push_to_hub too.")
@@ -464,46 +468,52 @@ def log_validation(
 
 class SampleEvaluator:
     r"""
-    Scores samples of the pipeline being trained with a classifier: conditional accuracy and classifier FID.
+    Scores samples of the pipeline being trained with [`mnist_diffusion.evaluation.evaluate`], the protocol of
+    `mnist-diffusion evaluate`: `num_samples` samples spread evenly over the classes, sample `i` from the noise
+    of seed `--seed + i` (independent of the batch size), asked for by class label and class prompt when the pipeline
+    has both, `--validation_inference_steps` steps at `--validation_guidance_scale`.
 
     Args:
         classifier (`MnistClassifier`): Recognises the dataset's classes at the training resolution.
-        reference_features (`torch.Tensor`): The classifier's features of the real reference images.
-        label_names (`list[str]`): Name of each class id.
+        reference ([`~mnist_diffusion.evaluation.ReferenceFeatures`]): The real reference images, embedded once.
+        num_samples (`int`): Samples per evaluation, a multiple of the classes.
+        args (`argparse.Namespace`): The training arguments (steps, guidance, seed, batch size).
     """
 
-    def __init__(self, classifier: MnistClassifier, reference_features: torch.Tensor, label_names: list[str]):
+    def __init__(
+        self, classifier: MnistClassifier, reference: ReferenceFeatures, num_samples: int, args: argparse.Namespace
+    ):
         self.classifier = classifier
-        self.reference_features = reference_features
-        self.label_names = label_names
+        self.reference = reference
+        self.num_samples = num_samples
+        self.sampling = dict(
+            guidance_scale=args.validation_guidance_scale,
+            num_inference_steps=args.validation_inference_steps,
+            seed=args.seed,
+            batch_size=args.train_batch_size,
+        )
 
-    def evaluate(self, pipeline: MnistDiffusionPipeline, args: argparse.Namespace) -> dict:
+    def evaluate(self, pipeline: MnistDiffusionPipeline) -> dict:
         r"""
-        Generate `--eval_num_samples` class-conditioned samples (class ids in turn, the same noise at every call) and
-        score them: `{"conditional_accuracy", "classifier_fid", "per_class_accuracy", "num_samples",
-        "num_reference_images"}`.
+        Sample and score: `{"conditional_accuracy", "classifier_fid", "classifier_fid_floor", "per_class_accuracy",
+        "num_samples", "num_reference_images", "conditioning"}`.
         """
-        pipeline.set_progress_bar_config(disable=True)
-        requested = torch.arange(args.eval_num_samples) % len(self.label_names)
-        generator = torch.Generator().manual_seed(args.seed)
-        images = [
-            pipeline(
-                class_labels=batch.tolist(),
-                num_inference_steps=args.validation_inference_steps,
-                guidance_scale=args.validation_guidance_scale,
-                generator=generator,
-                output_type="pt",
-            ).images
-            for batch in requested.split(args.train_batch_size)
-        ]
-        predicted, features = self.classifier.predict(torch.cat(images))
-        accuracy = conditional_accuracy(predicted, requested)
+        result = evaluate(
+            pipeline,
+            self.num_samples,
+            classifier=self.classifier,
+            reference=self.reference,
+            style_samples_per_request=0,
+            **self.sampling,
+        )
         return {
-            "conditional_accuracy": accuracy.overall,
-            "classifier_fid": frechet_distance(features, self.reference_features),
-            "per_class_accuracy": {self.label_names[c]: value for c, value in accuracy.per_class.items()},
-            "num_samples": args.eval_num_samples,
-            "num_reference_images": len(self.reference_features),
+            "conditional_accuracy": result.accuracy,
+            "classifier_fid": result.classifier_fid,
+            "classifier_fid_floor": result.classifier_fid_floor,
+            "per_class_accuracy": result.accuracy_per_class,
+            "num_samples": result.num_samples,
+            "num_reference_images": len(self.reference.features),
+            "conditioning": result.settings["conditioning"],
         }
 
 
@@ -530,6 +540,12 @@ def build_evaluator(args: argparse.Namespace, label_names: list[str], device: to
             f"{args.resolution}x{args.resolution} images (--resolution) into {len(label_names)} classes (the "
             "dataset's)."
         )
+    num_samples = args.eval_num_samples or 25 * len(label_names)
+    if num_samples % len(label_names):
+        raise ValueError(
+            f"--eval_num_samples is {num_samples}; expected a multiple of the dataset's {len(label_names)} "
+            "classes, so that every class gets as many samples."
+        )
     eval_dataset = args.eval_dataset or args.dataset_name
     try:
         split = load_split(eval_dataset, args.dataset_config_name, args.eval_split, args.cache_dir)
@@ -539,8 +555,7 @@ def build_evaluator(args: argparse.Namespace, label_names: list[str], device: to
         split, image_column=args.image_column, label_column=args.label_column, resolution=args.resolution
     )
     classifier.to(device)
-    _, reference_features = classifier.predict(reference.images.float() / 255.0)
-    return SampleEvaluator(classifier, reference_features, label_names)
+    return SampleEvaluator(classifier, ReferenceFeatures.embed(classifier, reference.images), num_samples, args)
 
 
 def log_evaluation(metrics: dict, args: argparse.Namespace, accelerator: Accelerator, global_step: int) -> None:
@@ -770,7 +785,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
                     pipe = build_pipeline(accelerator, unet, text_encoder, tokenizer, noise_scheduler, data.id2label)
                     log_validation(pipe, args, accelerator, global_step)
                     if evaluator is not None:
-                        log_evaluation(evaluator.evaluate(pipe, args), args, accelerator, global_step)
+                        log_evaluation(evaluator.evaluate(pipe), args, accelerator, global_step)
                 for model in trained:
                     model.train()
             if is_last:
