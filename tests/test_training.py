@@ -238,6 +238,19 @@ def test_bad_input_fails_before_training_without_writing(train_module, parquet_d
     assert not output_dir.exists()
 
 
+def test_report_to_wandb_without_wandb_fails_early_with_the_install_hint(
+    train_module, parquet_dataset, tmp_path, monkeypatch
+):
+    argv = [*TINY_TRAINING_ARGS, "--dataset_name", str(parquet_dataset), "--output_dir", str(tmp_path / "out")]
+    monkeypatch.setattr(train_module, "is_wandb_available", lambda: False)
+    with pytest.raises(ValueError, match="--report_to is 'wandb' but wandb is not installed.*`pip install wandb`"):
+        train_module.parse_args([*argv, "--report_to", "wandb"])
+    assert not (tmp_path / "out").exists()
+    assert train_module.parse_args([*argv, "--report_to", "none"]).report_to == "none"
+    monkeypatch.setattr(train_module, "is_wandb_available", lambda: True)
+    assert train_module.parse_args([*argv, "--report_to", "wandb"]).report_to == "wandb"
+
+
 @pytest.mark.parametrize(
     "base, message",
     [

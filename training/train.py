@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, is_wandb_available, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
@@ -257,6 +257,11 @@ def validate_args(args: argparse.Namespace) -> None:
     for flag, value, allowed in choices:
         if value not in allowed:
             raise ValueError(f"{flag} is {value!r}; expected one of {[a for a in allowed if a]}.")
+    if args.report_to == "wandb" and not is_wandb_available():
+        raise ValueError(
+            "--report_to is 'wandb' but wandb is not installed, so nothing would be logged; expected `pip install "
+            "wandb` first, or --report_to tensorboard (the default) or none."
+        )
     if args.eval_classifier and not args.validation_steps:
         raise ValueError("--eval_classifier scores samples at validation steps, but --validation_steps is 0.")
     if args.eval_num_samples is not None and args.eval_num_samples < 2:
