@@ -347,12 +347,9 @@ class TrainingCaptioner:
         drop_prompt, drop_class = conditioning_dropout(len(prompts), self.cond_dropout_prob, self.class_dropout_prob)
         prompts = ["" if drop else prompt for prompt, drop in zip(prompts, drop_prompt.tolist(), strict=True)]
         class_labels = torch.where(drop_class.to(labels.device), torch.full_like(labels, self.null_class), labels)
+        max_length = self.tokenizer.model_max_length
         tokens = self.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
+            prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
         )
         return TrainingConditioning(
             prompts=prompts,
