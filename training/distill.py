@@ -20,7 +20,7 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from mnist_diffusion import MnistDiffusionPipeline, MnistUNet2DConditionModel
-from mnist_diffusion.captions import CAPTION_MODES, measure_style
+from mnist_diffusion.captions import CAPTION_MODES, TrainingCaptioner, conditioning_dropout, measure_style
 from mnist_diffusion.data import EpochShuffleSampler, ImageClassDataset, load_split, prepare_training_data
 from mnist_diffusion.hub import push_pipeline_to_hub
 from mnist_diffusion.pretrained import DIFFUSION_MODEL
@@ -35,7 +35,6 @@ from train import (  # noqa: E402
     add_bookkeeping_arguments,
     add_optimisation_arguments,
     check_output_dir,
-    conditioning_inputs,
     hub_repo_id,
     log_validation,
     save_checkpoint,
@@ -270,7 +269,6 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
             project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
         ),
     )
-    style_words = measure_style(data.images).words() if args.caption_mode == "label+style" else None
     dataset = ImageClassDataset(data)
     train_dataloader = torch.utils.data.DataLoader(
         dataset,
@@ -292,6 +290,20 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     if text_encoder is not None:
         text_encoder.requires_grad_(False).eval()
     null_class = teacher.null_class_label
+    captioner = None  # prompts (and their dropout) for a text teacher; --caption_mode none distils classes only
+    if text_encoder is not None and args.caption_mode != "none":
+        style_words = None
+        if args.caption_mode == "label+style" and data.captions is None:
+            style_words = measure_style(data.images).words()
+        captioner = TrainingCaptioner(
+            tokenizer,
+            data.label_names,
+            caption_mode=args.caption_mode,
+            captions=data.captions,
+            style_words=style_words,
+            cond_dropout_prob=args.cond_dropout_prob,
+            class_dropout_prob=args.class_dropout_prob,
+        )
 
     set_seed(args.seed, device_specific=True)
     params = list(student.parameters())
@@ -341,8 +353,8 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     first_epoch = global_step // updates_per_epoch
     batches_to_skip = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
 
-    unconditional = None
-    if text_encoder is not None:
+    unconditional = None  # the teacher's empty prompt, for the unconditional half of its guidance
+    if captioner is not None:
         tokens = tokenizer(
             [""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
         )
@@ -369,7 +381,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         for batch in epoch_dataloader:
             with accelerator.accumulate(student):
                 loss = distillation_loss(
-                    batch, args, data, style_words, null_class, tokenizer, text_encoder, unconditional,
+                    batch, args, captioner, null_class, text_encoder, unconditional,
                     teacher_unet, student, target, noise_scheduler, scheduler, solver_timesteps, skip,
                 )  # fmt: skip
                 accelerator.backward(loss)
@@ -421,10 +433,8 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
 def distillation_loss(
     batch: dict[str, torch.Tensor],
     args: argparse.Namespace,
-    data,
-    style_words: list[tuple[str, str, str]] | None,
+    captioner: TrainingCaptioner | None,
     null_class: int,
-    tokenizer,
     text_encoder: torch.nn.Module | None,
     unconditional: tuple[torch.Tensor, torch.Tensor] | None,
     teacher_unet: torch.nn.Module,
@@ -446,12 +456,11 @@ def distillation_loss(
     bsz, device = pixel_values.shape[0], pixel_values.device
     conditioning = {}
     teacher_conditioning = {}
-    if text_encoder is not None:
-        input_ids, attention_mask, class_labels = conditioning_inputs(
-            labels, batch["indices"], args, data.captions, data.label_names, style_words, null_class, tokenizer
-        )
+    if captioner is not None:
+        prompts = captioner(labels, batch["indices"])
+        attention_mask, class_labels = prompts.attention_mask, prompts.class_labels
         with torch.no_grad():
-            hidden_states = text_encoder(input_ids, attention_mask=attention_mask)[0]
+            hidden_states = text_encoder(prompts.input_ids, attention_mask=attention_mask)[0]
         conditioning = {"encoder_hidden_states": hidden_states, "encoder_attention_mask": attention_mask}
         empty_states, empty_mask = (u.expand(bsz, *u.shape[1:]) for u in unconditional)
         teacher_conditioning = {
@@ -459,8 +468,8 @@ def distillation_loss(
             "encoder_attention_mask": torch.cat([empty_mask, attention_mask]),
         }
     else:
-        drop_class = torch.rand(bsz, device=device) < args.class_dropout_prob
-        class_labels = torch.where(drop_class, torch.full_like(labels, null_class), labels)
+        _, drop_class = conditioning_dropout(bsz, args.cond_dropout_prob, args.class_dropout_prob)
+        class_labels = torch.where(drop_class.to(device), torch.full_like(labels, null_class), labels)
     conditioning["class_labels"] = class_labels
     teacher_conditioning["class_labels"] = torch.cat([torch.full_like(class_labels, null_class), class_labels])
 
