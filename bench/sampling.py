@@ -14,7 +14,7 @@ from guidance_sweep import mean, mean_and_range
 
 from mnist_diffusion import MnistDDPMScheduler, MnistDiffusionPipeline
 from mnist_diffusion.data import load_split, prepare_training_data
-from mnist_diffusion.evaluation import EvaluationResult, evaluate
+from mnist_diffusion.evaluation import EvaluationResult, ReferenceFeatures, default_classifier, evaluate
 from mnist_diffusion.pretrained import DIFFUSION_MODEL, FAST_DIFFUSION_MODEL
 
 SAMPLERS = [
@@ -102,15 +102,21 @@ def timed_call(
 
 
 def score(
-    pipe: MnistDiffusionPipeline, test, args: argparse.Namespace, num_samples: int, style: bool, **sampling
+    pipe: MnistDiffusionPipeline,
+    classifier,
+    reference: ReferenceFeatures,
+    args: argparse.Namespace,
+    num_samples: int,
+    style: bool,
+    **sampling,
 ) -> list[EvaluationResult]:
     """One evaluation per seed of `args.seeds` (style control on the first only, when asked and `style`)."""
     return [
         evaluate(
             pipe,
             num_samples,
-            reference_images=test.images,
-            reference_labels=test.labels,
+            classifier=classifier,
+            reference=reference,
             conditioning=args.conditioning,
             seed=seed,
             batch_size=min(num_samples, 250),
@@ -129,6 +135,8 @@ def main() -> None:
         args.guidance_scale or inspect.signature(MnistDiffusionPipeline.__call__).parameters["guidance_scale"].default
     )
     test = prepare_training_data(load_split(args.dataset_name, split="test"))
+    classifier = default_classifier(test.label_names)
+    reference = ReferenceFeatures.embed(classifier, test.images, test.labels)  # once for every row and seed
     base_config = pipe.scheduler.config
     rows = []  # (sampler, images per call, median seconds, scored samples, results per seed)
     runs = [(*sampler, 1.0) for sampler in SAMPLERS if sampler[0] in args.samplers]
@@ -140,7 +148,9 @@ def main() -> None:
         repeats = 1 if name == "DDPM" else args.repeats
         sampling = dict(guidance_scale=guidance, guidance_stop=stop, num_inference_steps=steps)
         seconds = timed_call(pipe, batch_size, args.seeds[0], repeats, args.conditioning, **sampling)
-        results = score(pipe, test, args, num_samples, style=name == "DPM-Solver++" and stop == 1, **sampling)
+        results = score(
+            pipe, classifier, reference, args, num_samples, style=name == "DPM-Solver++" and stop == 1, **sampling
+        )
         sampler = f"{name}-{steps}, guidance {guidance:g}"
         sampler += f" on the first {stop:.0%} of steps" if stop < 1 else ""
         rows.append((sampler, batch_size, seconds, num_samples, results))
@@ -151,7 +161,7 @@ def main() -> None:
         for steps in args.fast_steps:
             sampling = dict(guidance_scale=args.fast_guidance_scale, num_inference_steps=steps)
             seconds = timed_call(fast, args.batch_size, args.seeds[0], args.repeats, args.conditioning, **sampling)
-            results = score(fast, test, args, args.num_samples, style=True, **sampling)
+            results = score(fast, classifier, reference, args, args.num_samples, style=True, **sampling)
             sampler = (
                 f"few-step student, {type(fast.scheduler).__name__}-{steps}, guidance {args.fast_guidance_scale:g}"
             )
