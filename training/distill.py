@@ -16,7 +16,6 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import LCMScheduler
-from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from mnist_diffusion import MnistDiffusionPipeline, MnistUNet2DConditionModel
@@ -34,11 +33,13 @@ from train import (  # noqa: E402
     MIXED_PRECISIONS,
     add_bookkeeping_arguments,
     add_optimisation_arguments,
+    build_optimizer,
     check_output_dir,
     hub_repo_id,
     log_validation,
     save_checkpoint,
     tracker_config,
+    updates_per_epoch_of,
     write_training_args,
 )
 
@@ -307,24 +308,9 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
 
     set_seed(args.seed, device_specific=True)
     params = list(student.parameters())
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        eps=args.adam_epsilon,
-    )
-    updates_per_epoch = math.ceil(
-        math.ceil(len(dataset) / (args.train_batch_size * accelerator.num_processes))
-        / args.gradient_accumulation_steps
-    )
+    updates_per_epoch = updates_per_epoch_of(args, len(dataset), accelerator)
     num_epochs = math.ceil(args.max_train_steps / updates_per_epoch)
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes,
-    )
+    optimizer, lr_scheduler = build_optimizer(args, params, args.max_train_steps, accelerator)
     student, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         student, optimizer, train_dataloader, lr_scheduler
     )

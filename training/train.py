@@ -632,6 +632,32 @@ def write_training_args(args: argparse.Namespace) -> None:
         json.dump(public_args(args), f, indent=2)
 
 
+def updates_per_epoch_of(args: argparse.Namespace, num_samples: int, accelerator: Accelerator) -> int:
+    """Optimizer updates per epoch of `num_samples` (over all processes, with gradient accumulation)."""
+    batches = math.ceil(num_samples / (args.train_batch_size * accelerator.num_processes))
+    return math.ceil(batches / args.gradient_accumulation_steps)
+
+
+def build_optimizer(
+    args: argparse.Namespace, params: list[torch.nn.Parameter], max_train_steps: int, accelerator: Accelerator
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over `params` and its lr schedule from the optimisation flags (the schedule steps once per process)."""
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+    return optimizer, lr_scheduler
+
+
 def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     r"""
     Train and save the pipeline in `args.output_dir`; returns it on the main process.
@@ -694,27 +720,10 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     ema = (
         EMAModel(params, decay=args.ema_max_decay, use_ema_warmup=True, power=args.ema_power) if args.use_ema else None
     )
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        eps=args.adam_epsilon,
-    )
-
-    # Schedule (steps are optimizer updates; the lr scheduler steps once per process per update).
-    updates_per_epoch = math.ceil(
-        math.ceil(len(dataset) / (args.train_batch_size * accelerator.num_processes))
-        / args.gradient_accumulation_steps
-    )
+    updates_per_epoch = updates_per_epoch_of(args, len(dataset), accelerator)
     max_train_steps = args.max_train_steps or args.num_epochs * updates_per_epoch
     num_epochs = math.ceil(max_train_steps / updates_per_epoch)
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
-    )
+    optimizer, lr_scheduler = build_optimizer(args, params, max_train_steps, accelerator)
     if args.train_text_encoder:
         unet, text_encoder, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
             unet, text_encoder, optimizer, train_dataloader, lr_scheduler
