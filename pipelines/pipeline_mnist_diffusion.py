@@ -157,6 +157,29 @@ class MnistDiffusionPipeline(DiffusionPipeline):
 
         return push_pipeline_to_hub(self, repo_id, **kwargs)
 
+    @classmethod
+    def from_pipe(cls, pipeline: MnistDiffusionPipeline, **kwargs) -> MnistDiffusionPipeline:
+        r"""
+        This pipeline class over the same components as `pipeline` (the same module objects, so no second copy of
+        the weights), as diffusers' `DiffusionPipeline.from_pipe`; `kwargs` replace components (`scheduler=...`) or
+        `id2label`. Works between [`MnistDiffusionPipeline`], [`MnistImg2ImgPipeline`] and [`MnistInpaintPipeline`].
+
+        Example:
+
+        ```py
+        >>> img2img = MnistImg2ImgPipeline.from_pipe(pipe)  # doctest: +SKIP
+        >>> img2img.unet is pipe.unet
+        True
+        ```
+        """
+        components = {**pipeline.components, "id2label": pipeline.config.id2label}
+        unknown = sorted(set(kwargs) - set(components))
+        if unknown:
+            raise ValueError(f"from_pipe got unknown arguments {unknown}; expected any of {sorted(components)}.")
+        new = cls(**{**components, **kwargs})
+        new.set_progress_bar_config(**getattr(pipeline, "_progress_bar_config", {}))
+        return new
+
     @property
     def num_classes(self) -> int:
         """Number of real classes the UNet knows (0 for a model without class conditioning)."""
@@ -258,9 +281,14 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         negative_prompt_embeds: torch.Tensor | None = None,
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
+        allow_unconditional: bool = False,
     ) -> tuple[list[str] | None, list[int] | None]:
-        """Validate every argument before any compute; returns the prompts and class ids as lists."""
-        if prompt is None and class_labels is None and prompt_embeds is None:
+        """
+        Validate every argument before any compute; returns the prompts and class ids as lists.
+
+        `allow_unconditional` lets the image-conditioned pipelines run with neither a prompt nor class labels.
+        """
+        if prompt is None and class_labels is None and prompt_embeds is None and not allow_unconditional:
             raise ValueError("Provide a `prompt` (or `prompt_embeds`), `class_labels`, or both; got neither.")
         if prompt is not None and prompt_embeds is not None:
             raise ValueError("Got both `prompt` and `prompt_embeds`; pass only one of them.")
@@ -465,15 +493,17 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         negative_prompt_embeds: torch.Tensor | None = None,
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
+        batch_size: int | None = None,
     ) -> dict[str, torch.Tensor | None]:
         r"""
         The UNet's conditioning keyword arguments for checked prompts and class ids (one of either is repeated).
 
         With guidance (`self.do_classifier_free_guidance`) every tensor holds the unconditional half first, then the
-        conditional half, for one batched forward. A class-only UNet gets only `class_labels`.
+        conditional half, for one batched forward. A class-only UNet gets only `class_labels`. `batch_size` (the
+        number of prompts or labels by default) sets how often a single prompt or label is repeated.
         """
         num_prompts = prompt_embeds.shape[0] if prompt_embeds is not None else len(prompts or [])
-        batch_size = max(num_prompts, len(labels or []))
+        batch_size = batch_size or max(num_prompts, len(labels or []))
         prompts = prompts * batch_size if prompts is not None and len(prompts) == 1 else prompts
         labels = labels * batch_size if labels is not None and len(labels) == 1 else labels
         if prompt_embeds is not None and prompt_embeds.shape[0] == 1 and batch_size > 1:
