@@ -16,9 +16,9 @@ from mnist_diffusion import MnistImg2ImgPipeline
 from mnist_diffusion.commands.loading import SCHEDULERS, open_pipeline
 from mnist_diffusion.data import decode_images, load_split
 from mnist_diffusion.evaluation import class_names_and_classifier
-from mnist_diffusion.image_grid import image_grid
 from mnist_diffusion.image_input import prepare_image
 from mnist_diffusion.pretrained import DIFFUSION_MODEL
+from mnist_diffusion.visualization import labeled_grid, to_images
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -210,20 +210,17 @@ def plot(rows: dict[str, list[tuple[float, float, float, float]]], path: Path) -
     print(f"Saved {path}")
 
 
-def sweep_figure(pipe, sketches: torch.Tensor, labels: list[int], args, path: Path, scale: int = 3) -> None:
+def sweep_figure(pipe, sketches: torch.Tensor, labels: list[int], args, path: Path) -> None:
     """Rows: a sketch, then its image-to-image results at each strength (same seed)."""
-    cells = []
+    rows = []
     for sketch, label in zip(sketches, labels, strict=True):
-        outputs = [sketch[None]]
-        for strength in args.strengths:
-            outputs.append(redraw(pipe, sketch[None] * 2 - 1, [label], strength, args))
-        for image in outputs:
-            pixels = (image[0, 0] * 255).round().byte().numpy()
-            cells.append(Image.fromarray(pixels, mode="L").resize((28 * scale, 28 * scale), Image.NEAREST))
-    grid = image_grid(cells, rows=len(labels), cols=len(cells) // len(labels))
+        outputs = [redraw(pipe, sketch[None] * 2 - 1, [label], strength, args) for strength in args.strengths]
+        rows.append(to_images(torch.cat([sketch[None], *outputs]) * 2 - 1))
+    columns = ["sketch"] + [f"strength {strength}" for strength in args.strengths]
+    figure = labeled_grid(rows, column_labels=columns, scale=3)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    print(f"Saved {path} (columns: the sketch, then strength {', '.join(str(s) for s in args.strengths)})")
+    figure.save(path)
+    print(f"Saved {path}")
 
 
 if __name__ == "__main__":

@@ -7,14 +7,13 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from mnist_diffusion import MnistInpaintPipeline
 from mnist_diffusion.commands.loading import SCHEDULERS, open_pipeline
 from mnist_diffusion.data import decode_images, load_split
 from mnist_diffusion.evaluation import class_names_and_classifier, score_samples
-from mnist_diffusion.image_grid import image_grid
 from mnist_diffusion.pretrained import DIFFUSION_MODEL
+from mnist_diffusion.visualization import labeled_grid, to_images
 
 MASKS = ("top", "bottom", "left", "right", "block")
 
@@ -46,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dataset_name", default="../shared/data/mnist", help="Real digits: test split repaired.")
     parser.add_argument("--num_digits", type=int, default=1000, help="Test digits repaired per mask (random subset).")
     parser.add_argument("--masks", nargs="+", default=list(MASKS), choices=MASKS)
+    parser.add_argument("--conditions", nargs="+", default=["label", "none"], choices=["label", "none"])
     parser.add_argument("--scheduler", default="ddpm", choices=sorted(SCHEDULERS))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--jump_length", type=int, default=5)
@@ -111,12 +111,12 @@ def main() -> None:
         f"{'mask':<7} {'condition':<9} {'accuracy':>8} {'masked input acc':>16} {'clf FID':>8} {'FID floor':>9} "
         f"{'s':>6}"
     )
-    figure_rows = []
+    figure_rows = {}
     for kind in args.masks:
         masks = make_masks(kind, len(digits), size, generator)
         masked_predicted, _ = classifier.predict(masked_view(digits, masks))
         masked_accuracy = (masked_predicted == labels).float().mean().item()
-        for condition in ("label", "none"):
+        for condition in args.conditions:
             start = time.perf_counter()
             repaired = repair(pipe, digits, masks, labels.tolist() if condition == "label" else None, args, args.seed)
             seconds = time.perf_counter() - start
@@ -138,22 +138,19 @@ def main() -> None:
                 flush=True,
             )
             if condition == "label":
-                figure_rows.append((masked_view(digits[:6], masks[:6]), repaired[:6]))
-    if args.figure:
+                figure_rows[kind] = (masked_view(digits[:6], masks[:6]), repaired[:6])
+    if args.figure and figure_rows:
         save_figure(figure_rows, Path(args.figure))
 
 
-def save_figure(rows: list[tuple[torch.Tensor, torch.Tensor]], path: Path, scale: int = 3) -> None:
-    """One row per mask: each masked digit followed by its repair (with the true label), upscaled."""
-    cells = []
-    for masked, repaired in rows:
-        for before, after in zip(masked, repaired, strict=True):
-            for image in (before, after):
-                pixels = (image[0] * 255).round().byte().numpy()
-                cells.append(Image.fromarray(pixels, mode="L").resize((28 * scale, 28 * scale), Image.NEAREST))
-    grid = image_grid(cells, rows=len(rows), cols=len(cells) // len(rows))
+def save_figure(rows: dict[str, tuple[torch.Tensor, torch.Tensor]], path: Path) -> None:
+    """One row per mask: each masked digit (hidden part gray) followed by its repair with the true label."""
+    # masked and repaired digits alternate along each row
+    cells = [to_images(torch.stack(pair, dim=1).flatten(0, 1) * 2 - 1) for pair in rows.values()]
+    columns = ["masked", "repaired"] * (len(cells[0]) // 2)
+    figure = labeled_grid(cells, row_labels=list(rows), column_labels=columns, scale=3)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
+    figure.save(path)
     print(f"Saved {path}")
 
 
