@@ -383,6 +383,8 @@ class MnistDiffusionPipeline(DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         else:
             latents = latents.to(device=device, dtype=dtype)
+            if not torch.isfinite(latents).all():
+                raise ValueError("`latents` hold NaN or infinite values; expected finite initial noise.")
         return latents * self.scheduler.init_noise_sigma
 
     def prepare_extra_step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None) -> dict:
