@@ -99,7 +99,9 @@ def test_generate_seeds_each_image_and_chunks_without_changing_it(saved_pipeline
         return PIL.Image.open(output)
 
     whole = grid("-n", "5", "--seed", "10")
-    assert "used seed 10 + i" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "drawn with seed 10 + i; to get one alone, run this command with -n 1 --seed 10 + i" in printed
+    assert "(the last image: -n 1 --seed 14)" in printed
     chunked = grid("-n", "5", "--seed", "10", "--batch-size", "2")
     assert chunked.tobytes() == whole.tobytes()  # the batch size changes nothing
     fourth_alone = grid("-n", "1", "--seed", "13")  # image 3 (row 1, column 0 of the 3x2 grid) used seed 10 + 3

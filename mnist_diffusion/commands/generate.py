@@ -77,9 +77,10 @@ def generate(args: argparse.Namespace) -> Path:
     grid.save(output)
     print(f"Saved {args.num_images} images to {output}")
     if args.best_of is None:
+        last = args.num_images - 1
         print(
-            f"Image i (row by row, from 0) used seed {args.seed} + i: add `-n 1 --seed {args.seed} + i` to this "
-            "command to reproduce one alone."
+            f"Image i (row by row, from 0) was drawn with seed {args.seed} + i; to get one alone, run this command "
+            f"with -n 1 --seed {args.seed} + i (the last image: -n 1 --seed {args.seed + last})."
         )
     return output
 
