@@ -61,6 +61,7 @@ def normalize_subfolder(subfolder: str | None) -> str:
 
 
 def _process_is_running(pid: int) -> bool:
+    """Whether a process `pid` exists (one of another user counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -178,11 +178,12 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         >>> pipe.save_pretrained("mnist-text", push_to_hub=True, repo_id="user/mnist-text")  # doctest: +SKIP
         ```
         """
-        if push_to_hub:
-            from mnist_diffusion.hub import VARIANT_DTYPES
+        if push_to_hub:  # refuse what cannot be pushed before writing anything
+            from mnist_diffusion.hub import VARIANT_DTYPES, resolve_token
 
             if variant is not None and variant not in VARIANT_DTYPES:
                 raise ValueError(f"Unknown variant {variant!r} to push; expected one of {sorted(VARIANT_DTYPES)}.")
+            kwargs["token"] = resolve_token(kwargs.get("token"))
         super().save_pretrained(
             save_directory, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size
         )

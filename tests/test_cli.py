@@ -169,6 +169,7 @@ def test_model_paths_and_broken_folders_get_clear_errors(saved_pipeline, tmp_pat
         assert f"--model {missing!r} is a path, but that folder does not exist" in error(missing)
     (tmp_path / "model.txt").write_text("")
     assert "--model 'model.txt' is a file, not a folder" in error("model.txt")
+    assert "--model 'bad id!' is not a folder and not a Hub repo id" in error("bad id!")
 
     broken = tmp_path / "broken"
     shutil.copytree(saved_pipeline, broken)

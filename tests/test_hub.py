@@ -383,6 +383,9 @@ def test_push_without_a_token_says_so_before_any_work(hub, tmp_path, monkeypatch
     assert "No Hugging Face token found" in capsys.readouterr().err
     with pytest.raises(ValueError, match="No Hugging Face token found"):
         push_checkpoint(tmp_path / "saved", "user/no-token")
+    with pytest.raises(ValueError, match="No Hugging Face token found"):
+        make_tiny_pipeline().save_pretrained(tmp_path / "never", push_to_hub=True, repo_id="user/no-token")
+    assert not (tmp_path / "never").exists()
     assert "user/no-token" not in hub.app.repos
 
 
