@@ -254,8 +254,8 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.hub_token is not None:  # its value is never printed
         raise ValueError(
             "--hub_token is refused: a token on the command line is printed by `accelerate launch` when the run "
-            "fails and is visible to other users in process lists; expected the HF_TOKEN environment variable or "
-            "a token saved with `hf auth login`."
+            "fails (this refusal included: revoke the token if that output is shared) and is visible in process "
+            "lists; expected the HF_TOKEN environment variable or a token saved with `hf auth login`."
         )
     for name, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
