@@ -118,8 +118,15 @@ def test_encode_prompt_alone_and_precomputed_embeddings_give_the_same_images(tin
 
 def test_encode_prompt_runs_only_the_text_encoder(tiny_pipeline):
     calls = count_unet_batches(tiny_pipeline)
-    tiny_pipeline.encode_prompt("a 7")
+    embeds = tiny_pipeline.encode_prompt("a 7")
     assert calls == []
+    # what `from_pretrained(path, unet=None)` builds: a pipeline that only encodes prompts
+    text_only = MnistDiffusionPipeline(
+        unet=None, scheduler=tiny_pipeline.scheduler, text_encoder=tiny_pipeline.text_encoder,
+        tokenizer=tiny_pipeline.tokenizer,
+    )  # fmt: skip
+    for mine, theirs in zip(text_only.encode_prompt("a 7"), embeds, strict=True):
+        assert torch.equal(mine, theirs)
 
 
 @pytest.mark.parametrize(
