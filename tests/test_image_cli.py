@@ -61,7 +61,7 @@ def test_errors_name_the_argument_and_nothing_is_overwritten(files, capsys):
         (["img2img", str(files / "drawing.png"), "a 7", "-o", str(existing)], "exists; pass --overwrite"),
         (["img2img", str(files / "drawing.png"), "a 7", "--strength", "1.5", "-o", str(files / "a.png")], "strength"),
         (["img2img", str(broken), "a 7", "-o", str(files / "b.png")], "is not a readable image file"),
-        (["img2img", str(files / "drawing.png"), "a 7", "-o", str(files / "c.txt")], "no image extension"),
+        (["img2img", str(files / "drawing.png"), "a 7", "-o", str(files / "c.txt")], "has no image extension"),
         (["inpaint", str(files / "drawing.png"), str(small_mask), "-o", str(files / "d.png")], "mask_image` is 10x10"),
         (["inpaint", str(files / "drawing.png"), str(empty_mask), "-o", str(files / "e.png")], "marks nothing"),
         (["inpaint", str(files / "drawing.png"), str(files / "nope.png"), "-o", str(files / "f.png")], "mask '"),

@@ -12,16 +12,12 @@ import torch
 from ..image_grid import image_grid
 from ..image_input import load_image_file
 from ..pipelines import MnistImg2ImgPipeline
-from .loading import SCHEDULERS, open_pipeline, parse_class_label
+from .loading import SCHEDULERS, check_image_output, finite_float, open_pipeline, parse_class_label
 
 
 def checked_output(path: str, overwrite: bool) -> Path:
-    """The `-o` path, refused before any compute when it exists (without `--overwrite`) or is not an image type."""
-    output = Path(path)
-    if output.suffix.lower() not in PIL.Image.registered_extensions():
-        raise ValueError(f"-o/--output {path!r} has no image extension; expected e.g. out.png.")
-    if output.is_dir():
-        raise ValueError(f"-o/--output {path!r} is a folder; expected an image file path.")
+    """The `-o` path, checked before any compute; an existing file is refused unless `--overwrite` is given."""
+    output = check_image_output("-o/--output", path)
     if output.exists() and not overwrite:
         raise ValueError(f"-o/--output {path!r} exists; pass --overwrite to replace it.")
     return output
@@ -69,7 +65,9 @@ def add_image_arguments(parser: argparse.ArgumentParser, default_output: str) ->
     parser.add_argument("--class-label", help='A class id or name ("7", "Sneaker").')
     parser.add_argument("-n", "--num-images", type=int, default=1, help="Results, saved as a grid (default 1).")
     parser.add_argument("--steps", type=int, default=50, help="Denoising steps (default 50).")
-    parser.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (default 3.0).")
+    parser.add_argument(
+        "--guidance-scale", type=finite_float, default=3.0, help="Classifier-free guidance (default 3.0)."
+    )
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
     parser.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
     parser.add_argument(
@@ -94,7 +92,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("prompt", nargs="?", help='What it should become, e.g. "a thick 7".')
     parser.add_argument(
         "--strength",
-        type=float,
+        type=finite_float,
         default=0.6,
         help="In (0, 1]: how much to change the image; low keeps its strokes, 1.0 ignores it (default 0.6).",
     )

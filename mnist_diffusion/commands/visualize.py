@@ -155,8 +155,7 @@ def interpolation(args: argparse.Namespace) -> Path:
     parts = [f"{pair[0]!r} -> {pair[1]!r}" for pair in (prompts, class_labels) if pair is not None]
     parts += [f"seed {seeds[0]} -> {seeds[1]}"] if seeds[0] != seeds[1] else []
     weights = [f"{i / (args.num_frames - 1):.2f}" for i in range(args.num_frames)]
-    figure = labeled_grid([frames], column_labels=weights, title=", ".join(parts), scale=args.scale)
-    figure.save(output)
+    _save(labeled_grid([frames], column_labels=weights, title=", ".join(parts), scale=args.scale), output)
     print(f"Saved {args.num_frames} frames ({', '.join(parts)}) to {output}")
     return output
 
