@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -238,6 +239,16 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         return self.num_classes if self.num_classes else None
 
     @property
+    def sample_size(self) -> int:
+        """The UNet's image size, the default `height` and `width`; a pipeline loaded with `unet=None` has none."""
+        if self.unet is None:
+            raise ValueError(
+                "This pipeline was loaded with `unet=None` (text encoding only: `encode_prompt`); load it with its "
+                "UNet to generate images."
+            )
+        return self.unet.config.sample_size
+
+    @property
     def downsample_factor(self) -> int:
         """Image height and width must be multiples of this: the UNet's own `downsample_factor` (with `patch_size`)."""
         if hasattr(self.unet, "downsample_factor"):
@@ -344,7 +355,9 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         if prompt is not None:
             if self.text_encoder is None:
                 raise ValueError(f"Got prompt {prompt!r} but this pipeline has no text encoder; use `class_labels`.")
-            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompts = (
+                [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else []
+            )
             if not prompts or not all(isinstance(p, str) for p in prompts):
                 raise ValueError(f"`prompt` must be a string or a non-empty list of strings, got {prompt!r}.")
         num_prompts = len(prompts) if prompts is not None else None
@@ -379,6 +392,13 @@ class MnistDiffusionPipeline(DiffusionPipeline):
                 f"`num_inference_steps` is {num_inference_steps!r}; expected an int in 1..{num_train_timesteps} "
                 "(the scheduler's training timesteps)."
             )
+        for name, value in (
+            ("guidance_scale", guidance_scale),
+            ("guidance_start", guidance_start),
+            ("guidance_stop", guidance_stop),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"`{name}` is {value!r}; expected a finite number.")
         if guidance_scale < 0:
             raise ValueError(f"`guidance_scale` is {guidance_scale}; expected a value >= 0 (1 disables guidance).")
         if not 0.0 <= guidance_start <= guidance_stop <= 1.0:
@@ -389,12 +409,22 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"`num_images_per_prompt` is {num_images_per_prompt!r}; expected an int >= 1.")
         total = batch_size * num_images_per_prompt
+        generators = generator if isinstance(generator, list) else [generator] if generator is not None else []
+        if not all(isinstance(g, torch.Generator) for g in generators):
+            raise ValueError(
+                f"`generator` is {generator!r}; expected a `torch.Generator` (e.g. "
+                "`torch.Generator().manual_seed(0)`), a list of them, or None."
+            )
         if isinstance(generator, list) and len(generator) != total:
             raise ValueError(
                 f"Got a list of {len(generator)} generators for {total} images "
                 f"({batch_size} prompts x {num_images_per_prompt} images per prompt); expected {total}."
             )
         expected_shape = (total, self.unet.config.in_channels, height, width)
+        if latents is not None and not isinstance(latents, torch.Tensor):
+            raise ValueError(
+                f"`latents` is a {type(latents).__name__}; expected a torch.Tensor of shape {expected_shape}."
+            )
         if latents is not None and tuple(latents.shape) != expected_shape:
             raise ValueError(f"`latents` have shape {tuple(latents.shape)}; expected {expected_shape}.")
         if output_type not in OUTPUT_TYPES:
@@ -823,8 +853,8 @@ class MnistDiffusionPipeline(DiffusionPipeline):
             [`MnistDiffusionPipelineOutput`] or `tuple`: with `return_dict=False`, `(images,)`, or
             `(images, trajectory)` when `return_trajectory=True`.
         """
-        height = self.unet.config.sample_size if height is None else height
-        width = self.unet.config.sample_size if width is None else width
+        height = self.sample_size if height is None else height
+        width = self.sample_size if width is None else width
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]

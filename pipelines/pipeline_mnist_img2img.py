@@ -80,7 +80,7 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
             raise ValueError(f"`strength` is {strength!r}; expected a number in (0, 1] (1.0 ignores the image).")
         if invert is not None and not isinstance(invert, bool):
             raise ValueError(f"`invert` is {invert!r}; expected True, False or None (detect from the border).")
-        size = self.unet.config.sample_size
+        size = self.sample_size
         images = prepare_image(image, size, size, invert=invert, argument="image")
         if batch_size not in (0, 1, images.shape[0]) and images.shape[0] != 1:
             raise ValueError(
@@ -128,7 +128,7 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
-        size = self.unet.config.sample_size
+        size = self.sample_size
 
         # 1. Check inputs
         prompts, labels = self.check_inputs(

@@ -98,7 +98,7 @@ class MnistInpaintPipeline(MnistImg2ImgPipeline):
             )
         if masks.shape[0] not in (1, images.shape[0]):
             raise ValueError(f"Got {masks.shape[0]} masks for {images.shape[0]} images; expected 1 or one per image.")
-        size = self.unet.config.sample_size
+        size = self.sample_size
         masks = prepare_mask(masks, size, size, argument="mask_image")
         empty = [i for i, mask in enumerate(masks) if not mask.any()]
         if empty:
