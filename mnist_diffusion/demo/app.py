@@ -1,0 +1,173 @@
+"""The demo's Gradio app: the tabs' layout, their events, the queue, and `launch`."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import torch
+
+from .batching import SamplingWorker
+from .handlers import MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS, NO_CLASS, STYLE_PRESETS, DemoHandlers
+from .models import SCHEDULER_NAMES, DemoModels
+from .snippets import forward_snippet, generate_snippet, watch_snippet
+
+#: Generation requests let into the app at once. They only wait on the sampling worker, which merges them into
+#: batched calls on the CPU's threads; more of them waiting means bigger batches under load.
+GENERATE_CONCURRENCY = 32
+#: Other events at once: streams of "Watch it denoise", forward-process previews.
+DEFAULT_CONCURRENCY = 2
+#: Requests waiting in the queue beyond those running; more are refused with a message.
+QUEUE_SIZE = 128
+
+INTRO = """# mnist-diffusion: diffusion you can watch
+Small text- and class-conditioned diffusion models for handwritten digits, running on this machine's CPU.
+Each tab shows the Python call (and the `mnist-diffusion` command) that does the same."""
+
+
+def sampling_inputs(prefix: str, steps: int) -> tuple[gr.Component, ...]:
+    """Scheduler, steps, guidance and seed inputs, with element ids `{prefix}-...` for tests and styling."""
+    scheduler = gr.Radio(list(SCHEDULER_NAMES), value="DPM-Solver++", label="Scheduler", elem_id=f"{prefix}-scheduler")
+    steps = gr.Number(steps, label=f"Steps (1-{MAX_STEPS})", precision=0, elem_id=f"{prefix}-steps")
+    guidance = gr.Slider(0, MAX_GUIDANCE, 1.4, step=0.1, label="Guidance scale", elem_id=f"{prefix}-guidance")
+    seed = gr.Number(0, label="Seed", precision=0, elem_id=f"{prefix}-seed")
+    return scheduler, steps, guidance, seed
+
+
+def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr.Blocks:
+    r"""
+    The demo app, with its queue configured; `launch()` it, or serve it on a Hugging Face Space.
+
+    Args:
+        models ([`DemoModels`], *optional*): Already loaded models to share; loaded from `model` otherwise.
+        model (`str`, *optional*): A pipeline folder or Hub repo id; the released model shipped with the package by
+            default.
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.demo import build_demo
+
+    >>> build_demo().launch(server_name="127.0.0.1", server_port=7860)  # doctest: +SKIP
+    ```
+    """
+    models = DemoModels(model) if models is None else models
+    worker = SamplingWorker(models.pipes)
+    handlers = DemoHandlers(models, worker, Path(tempfile.mkdtemp(prefix="mnist-diffusion-demo-")))
+    first_class = handlers.class_choices[1] if len(handlers.class_choices) > 1 else NO_CLASS
+    with gr.Blocks(title="mnist-diffusion demo") as demo:
+        gr.Markdown(INTRO)
+        with gr.Tab("Generate", id="generate"):
+            with gr.Row():
+                with gr.Column():
+                    prompt = gr.Textbox("a thick slanted 7", label="Prompt", elem_id="gen-prompt")
+                    class_choice = gr.Dropdown(
+                        handlers.class_choices, value=NO_CLASS, label="Class", allow_custom_value=True
+                    )
+                    preset = gr.Dropdown([NO_CLASS] + STYLE_PRESETS, value=NO_CLASS, label="Style preset")
+                    scheduler, steps, guidance, seed = sampling_inputs("gen", 20)
+                    count = gr.Number(16, label=f"Images (1-{MAX_IMAGES})", precision=0, elem_id="gen-count")
+                    generate = gr.Button("Generate", variant="primary", elem_id="gen-button")
+                with gr.Column():
+                    grid = gr.Image(label="Grid", type="pil", format="png", interactive=False, elem_id="gen-grid")
+                    summary = gr.Markdown(elem_id="gen-summary")
+                    files = gr.File(label="Downloads (grid.png and each image)", elem_id="gen-files")
+            gen_code = gr.Code(
+                generate_snippet("a thick slanted 7", None, "DPM-Solver++", 20, 1.4, 0, 16, models.model),
+                language="python",
+                label="The same in Python",
+            )
+        with gr.Tab("Watch it denoise", id="watch"):
+            with gr.Row():
+                with gr.Column():
+                    watch_prompt = gr.Textbox("", label="Prompt", elem_id="watch-prompt")
+                    watch_class = gr.Dropdown(
+                        handlers.class_choices, value=first_class, label="Class", allow_custom_value=True
+                    )
+                    watch_scheduler, watch_steps, watch_guidance, watch_seed = sampling_inputs("watch", 20)
+                    start = gr.Button("Start", variant="primary", elem_id="watch-button")
+                with gr.Column():
+                    with gr.Row():
+                        x_t = gr.Image(
+                            label="x_t (what the sampler sees)", format="png", interactive=False, elem_id="watch-xt"
+                        )
+                        x_0 = gr.Image(label="predicted x_0", format="png", interactive=False, elem_id="watch-x0")
+                    reading = gr.Markdown(elem_id="watch-reading")
+                    scrubber = gr.Slider(1, 20, 1, step=1, label="Step", interactive=False, elem_id="watch-slider")
+            readings = gr.Dataframe(
+                headers=["step", "timestep", "reads as", "confidence"], label="The classifier's reading of x_0"
+            )
+            watch_code = gr.Code(
+                watch_snippet(None, 0, "DPM-Solver++", 20, 1.4, 0, models.model),
+                language="python",
+                label="The same in Python",
+            )
+            frames = gr.State([])
+        with gr.Tab("The forward process", id="forward"):
+            with gr.Row():
+                with gr.Column():
+                    source = gr.Dropdown(handlers.digit_choices, value=handlers.digit_choices[7], label="Digit")
+                    sketch = gr.Sketchpad(
+                        label="…or draw one (then pick 'my drawing')",
+                        canvas_size=(280, 280),
+                        brush=gr.Brush(default_size=20, colors=["#000000"], color_mode="fixed"),
+                        format="png",
+                        elem_id="forward-sketch",
+                    )
+                with gr.Column():
+                    noise = gr.Slider(0, 100, 50, step=1, label="Noise added (% of the forward process)")
+                    forward_seed = gr.Number(0, label="Noise seed", precision=0)
+                    with gr.Row():
+                        clean = gr.Image(label="x_0", format="png", interactive=False)
+                        noisy = gr.Image(label="x_t", format="png", interactive=False, elem_id="forward-noisy")
+                    forward_info = gr.Markdown(elem_id="forward-info")
+            forward_code = gr.Code(forward_snippet("7", 50, 0), language="python", label="The same in Python")
+
+        generate_inputs = [prompt, class_choice, scheduler, steps, guidance, seed, count]
+        generate.click(
+            handlers.generate,
+            generate_inputs,
+            [grid, files, summary, gen_code],
+            api_name="generate",
+            concurrency_limit=GENERATE_CONCURRENCY,
+        )
+        preset.input(handlers.apply_preset, [preset, class_choice, prompt], prompt, api_name=False)
+        watch_inputs = [watch_prompt, watch_class, watch_scheduler, watch_steps, watch_guidance, watch_seed]
+        start.click(
+            handlers.watch, watch_inputs, [x_t, x_0, reading, readings, scrubber, frames, watch_code], api_name="watch"
+        )
+        scrubber.input(handlers.scrub, [frames, scrubber], [x_t, x_0, reading], api_name=False)
+        forward_inputs = [source, sketch, noise, forward_seed]
+        forward_outputs = [clean, noisy, forward_info, forward_code]
+        for event in (noise.change, source.change, forward_seed.change):
+            event(handlers.forward, forward_inputs, forward_outputs, api_name=False)
+        demo.load(handlers.forward, forward_inputs, forward_outputs, api_name="forward")
+    demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_SIZE)
+    demo.sampling_worker = worker
+    return demo
+
+
+def launch(port: int = 7860, host: str = "127.0.0.1", model: str | None = None, threads: int | None = 2) -> gr.Blocks:
+    r"""
+    Build the demo and serve it at `http://{host}:{port}` until interrupted.
+
+    Args:
+        port (`int`, defaults to 7860): The port.
+        host (`str`, defaults to `"127.0.0.1"`): The address to listen on (`"0.0.0.0"` to serve the network).
+        model (`str`, *optional*): A pipeline folder or Hub repo id; the released model by default.
+        threads (`int`, *optional*, defaults to 2): torch's CPU threads (None keeps torch's default).
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.demo import launch
+
+    >>> launch(port=7860)  # doctest: +SKIP
+    ```
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    demo = build_demo(model=model)
+    demo.launch(server_name=host, server_port=port)
+    return demo

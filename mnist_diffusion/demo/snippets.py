@@ -1,0 +1,152 @@
+"""The Python call and CLI command equivalent to each demo action, shown beside its result so the demo teaches the API."""
+
+from __future__ import annotations
+
+import shlex
+
+from .models import SCHEDULER_NAMES
+
+_SCHEDULER_CLASSES = {"dpm": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler", "ddpm": "MnistDDPMScheduler"}
+
+
+def _load_lines(scheduler: str, model: str | None) -> list[str]:
+    """Imports and loading of the pipeline with the scheduler `scheduler` (a display name of `SCHEDULER_NAMES`)."""
+    cls = _SCHEDULER_CLASSES[SCHEDULER_NAMES[scheduler]]
+    source = "diffusers" if cls != "MnistDDPMScheduler" else "mnist_diffusion"
+    path = repr(model) if model else "DIFFUSION_MODEL"
+    lines = ["import torch", f"from {source} import {cls}", "from mnist_diffusion import MnistDiffusionPipeline"]
+    if not model:
+        lines.append("from mnist_diffusion.pretrained import DIFFUSION_MODEL  # the released model, shipped offline")
+    lines += ["", f"pipe = MnistDiffusionPipeline.from_pretrained({path})"]
+    lines.append(f"pipe.scheduler = {cls}.from_config(pipe.scheduler.config)")
+    return lines
+
+
+def _conditioning(prompt: str | None, class_label: int | None) -> list[str]:
+    return ([f"prompt={prompt!r}"] if prompt else []) + (
+        [f"class_labels={class_label}"] if class_label is not None else []
+    )
+
+
+def _cli_options(
+    prompt: str | None, class_label: int | None, scheduler: str, steps: int, guidance: float
+) -> list[str]:
+    words = [prompt] if prompt else []
+    if class_label is not None:
+        words += ["--class-label", str(class_label)]
+    return words + [
+        "--scheduler",
+        SCHEDULER_NAMES[scheduler],
+        "--steps",
+        str(steps),
+        "--guidance-scale",
+        f"{guidance:g}",
+    ]
+
+
+def generate_snippet(
+    prompt: str | None,
+    class_label: int | None,
+    scheduler: str,
+    steps: int,
+    guidance: float,
+    seed: int,
+    num_images: int,
+    model: str | None = None,
+) -> str:
+    r"""
+    Python that makes exactly the images of the Generate tab (one generator per image, seeded `seed + i`), and the
+    `mnist-diffusion generate` command with the same settings.
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.demo.snippets import generate_snippet
+
+    >>> print(generate_snippet("a thick 7", 7, "DPM-Solver++", 20, 1.4, 0, 16))  # doctest: +ELLIPSIS
+    import torch
+    ...
+    ```
+    """
+    call = ", ".join(
+        _conditioning(prompt, class_label)
+        + [
+            f"num_images_per_prompt={num_images}",
+            f"num_inference_steps={steps}",
+            f"guidance_scale={guidance:g}",
+            f"generator=[torch.Generator().manual_seed({seed} + i) for i in range({num_images})]",
+        ]
+    )
+    command = ["mnist-diffusion", "generate"] + _cli_options(prompt, class_label, scheduler, steps, guidance)
+    command += ["-n", str(num_images), "--seed", str(seed), "-o", "samples.png"] + (
+        ["--model", model] if model else []
+    )
+    return "\n".join(
+        _load_lines(scheduler, model)
+        + [
+            f"images = pipe({call}).images",
+            "",
+            "# The same settings from the command line (one generator for the whole grid, so other draws):",
+            f"# {shlex.join(command)}",
+        ]
+    )
+
+
+def watch_snippet(
+    prompt: str | None, class_label: int | None, scheduler: str, steps: int, guidance: float, seed: int, model=None
+) -> str:
+    r"""
+    Python that samples with the denoising trajectory (x_t and predicted x_0 at every step) as the Watch tab does,
+    and the `mnist-diffusion visualize denoise` command that draws it.
+    """
+    call = ", ".join(
+        _conditioning(prompt, class_label)
+        + [
+            f"num_inference_steps={steps}",
+            f"guidance_scale={guidance:g}",
+            f"generator=torch.Generator().manual_seed({seed})",
+            "return_trajectory=True",
+        ]
+    )
+    command = ["mnist-diffusion", "visualize", "denoise"] + _cli_options(
+        prompt, class_label, scheduler, steps, guidance
+    )
+    command += ["--seed", str(seed), "-o", "denoise.png"] + (["--model", model] if model else [])
+    return "\n".join(
+        _load_lines(scheduler, model)
+        + [
+            "from mnist_diffusion.visualization import denoising_figure",
+            "",
+            f"output = pipe({call})",
+            "trajectory = output.trajectory  # .latents: x_t per step, .pred_original_samples: predicted x_0",
+            "denoising_figure(trajectory).save('denoise.png')",
+            "",
+            f"# {shlex.join(command)}",
+        ]
+    )
+
+
+def forward_snippet(source: str, percent: float, seed: int) -> str:
+    r"""Python that noises a digit to `percent` of the forward process with the scheduler, as the Forward tab does."""
+    image_line = (
+        "images, labels = load_test_digits()  # the demo's shipped test digits, in [-1, 1]\n"
+        f"image = images[{source}:{source} + 1]"
+        if source.isdigit()
+        else "image = ...  # your digit, (1, 1, 28, 28) in [-1, 1], white on black"
+    )
+    return "\n".join(
+        [
+            "import torch",
+            "from mnist_diffusion import MnistDDPMScheduler",
+            "from mnist_diffusion.demo.test_digits import load_test_digits",
+            "from mnist_diffusion.pretrained import DIFFUSION_MODEL",
+            "",
+            "scheduler = MnistDDPMScheduler.from_pretrained(DIFFUSION_MODEL, subfolder='scheduler')",
+            image_line,
+            f"noisy = scheduler.forward_trajectory(image, noise_fractions=[{percent / 100:g}],",
+            f"                                     generator=torch.Generator().manual_seed({seed}))[0]",
+            "",
+            "# The whole strip, 0% to 100%, from the command line:",
+            "# mnist-diffusion visualize forward --dataset ylecun/mnist --index 0 -o forward.png",
+        ]
+    )
