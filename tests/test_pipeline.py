@@ -243,7 +243,7 @@ BAD_INPUTS = [
     ({"class_labels": 1, "num_inference_steps": 1001}, "num_inference_steps` is 1001"),
     ({"class_labels": 1, "height": 9}, "`height` is 9"),
     ({"class_labels": 1, "width": 0}, "`width` is 0"),
-    ({"class_labels": 1, "output_type": "latent"}, "`output_type` is 'latent'"),
+    ({"class_labels": 1, "output_type": "jpeg"}, "`output_type` is 'jpeg'"),
     ({"class_labels": [1, 2], "generator": [torch.Generator()]}, "list of 1 generators for 2 images"),
     ({"class_labels": 1, "latents": torch.zeros(2, 1, 8, 8)}, r"latents` have shape \(2, 1, 8, 8\)"),
     ({"class_labels": 1, "num_images_per_prompt": 0}, "num_images_per_prompt` is 0"),

@@ -1,5 +1,5 @@
 """Noise schedulers of mnist-diffusion."""
 
-from .scheduling_mnist_ddpm import MnistDDPMScheduler, predict_original_sample
+from .scheduling_mnist_ddpm import MnistDDPMScheduler, predict_original_sample, renoise
 
-__all__ = ["MnistDDPMScheduler", "predict_original_sample"]
+__all__ = ["MnistDDPMScheduler", "predict_original_sample", "renoise"]

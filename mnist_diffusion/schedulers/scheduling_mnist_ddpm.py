@@ -56,6 +56,45 @@ def predict_original_sample(
     return original.to(sample.dtype)
 
 
+def renoise(
+    scheduler: SchedulerMixin,
+    sample: torch.Tensor,
+    from_timestep: int,
+    to_timestep: int,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+) -> torch.Tensor:
+    r"""
+    Sample `q(x_to | x_from)`: push a sample at `from_timestep` forward to the noisier `to_timestep` in one jump.
+
+    `x_to = sqrt(a_to / a_from) x_from + sqrt(1 - a_to / a_from) noise` with `a` the scheduler's `alphas_cumprod`
+    (`from_timestep=-1` is the clean sample, `a = 1`). This is the resampling move of RePaint (Lugmayr et al., 2022)
+    that inpainting uses to harmonise the generated region with the known one; any scheduler with `alphas_cumprod`
+    (DDPM, DDIM, ...) works.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from mnist_diffusion.schedulers import MnistDDPMScheduler, renoise
+
+    >>> scheduler = MnistDDPMScheduler()
+    >>> x = renoise(scheduler, torch.zeros(2, 1, 28, 28), from_timestep=-1, to_timestep=999)
+    >>> round(float(x.std()), 1)  # pure noise at the last timestep
+    1.0
+    ```
+    """
+    if not -1 <= from_timestep < to_timestep < scheduler.config.num_train_timesteps:
+        raise ValueError(
+            f"renoise goes from timestep {from_timestep} to {to_timestep}; expected "
+            f"-1 <= from_timestep < to_timestep < {scheduler.config.num_train_timesteps}."
+        )
+    alphas_cumprod = scheduler.alphas_cumprod.to(dtype=torch.float64)
+    alpha_from = alphas_cumprod[from_timestep] if from_timestep >= 0 else torch.tensor(1.0, dtype=torch.float64)
+    ratio = alphas_cumprod[to_timestep] / alpha_from
+    noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+    return (ratio.sqrt().item() * sample + (1 - ratio).sqrt().item() * noise).to(sample.dtype)
+
+
 class MnistDDPMScheduler(DDPMScheduler):
     r"""
     [`DDPMScheduler`] with defaults for 28x28 digits and the extra noise-schedule math this project uses.
