@@ -7,11 +7,21 @@ from pathlib import Path
 
 import gradio as gr
 import torch
+from PIL import Image
 
 from .batching import SamplingWorker
-from .handlers import MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS, NO_CLASS, STYLE_PRESETS, DemoHandlers
+from .handlers import (
+    DRAW_MODES,
+    MAX_DRAW_IMAGES,
+    MAX_GUIDANCE,
+    MAX_IMAGES,
+    MAX_STEPS,
+    NO_CLASS,
+    STYLE_PRESETS,
+    DemoHandlers,
+)
 from .models import SCHEDULER_NAMES, DemoModels
-from .snippets import forward_snippet, generate_snippet, watch_snippet
+from .snippets import draw_snippet, forward_snippet, generate_snippet, watch_snippet
 
 #: Generation requests let into the app at once. They only wait on the sampling worker, which merges them into
 #: batched calls on the CPU's threads; more of them waiting means bigger batches under load.
@@ -24,6 +34,19 @@ QUEUE_SIZE = 128
 INTRO = """# mnist-diffusion: diffusion you can watch
 Small text- and class-conditioned diffusion models for handwritten digits, running on this machine's CPU.
 Each tab shows the Python call (and the `mnist-diffusion` command) that does the same."""
+
+
+def sketchpad(label: str, elem_id: str) -> gr.Sketchpad:
+    """A 280x280 black sketchpad with a white brush, as MNIST digits look (dark-on-light drawings work too)."""
+    return gr.Sketchpad(
+        value=Image.new("RGB", (280, 280)),
+        label=label,
+        canvas_size=(280, 280),
+        fixed_canvas=True,
+        brush=gr.Brush(default_size=20, colors=["#ffffff"], color_mode="fixed"),
+        format="png",
+        elem_id=elem_id,
+    )
 
 
 def sampling_inputs(prefix: str, steps: int) -> tuple[gr.Component, ...]:
@@ -63,7 +86,11 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                 with gr.Column():
                     prompt = gr.Textbox("a thick slanted 7", label="Prompt", elem_id="gen-prompt")
                     class_choice = gr.Dropdown(
-                        handlers.class_choices, value=NO_CLASS, label="Class", allow_custom_value=True
+                        handlers.class_choices,
+                        value=NO_CLASS,
+                        label="Class",
+                        allow_custom_value=True,
+                        elem_id="gen-class",
                     )
                     preset = gr.Dropdown([NO_CLASS] + STYLE_PRESETS, value=NO_CLASS, label="Style preset")
                     scheduler, steps, guidance, seed = sampling_inputs("gen", 20)
@@ -83,7 +110,11 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                 with gr.Column():
                     watch_prompt = gr.Textbox("", label="Prompt", elem_id="watch-prompt")
                     watch_class = gr.Dropdown(
-                        handlers.class_choices, value=first_class, label="Class", allow_custom_value=True
+                        handlers.class_choices,
+                        value=first_class,
+                        label="Class",
+                        allow_custom_value=True,
+                        elem_id="watch-class",
                     )
                     watch_scheduler, watch_steps, watch_guidance, watch_seed = sampling_inputs("watch", 20)
                     start = gr.Button("Start", variant="primary", elem_id="watch-button")
@@ -96,7 +127,9 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                     reading = gr.Markdown(elem_id="watch-reading")
                     scrubber = gr.Slider(1, 20, 1, step=1, label="Step", interactive=False, elem_id="watch-slider")
             readings = gr.Dataframe(
-                headers=["step", "timestep", "reads as", "confidence"], label="The classifier's reading of x_0"
+                headers=["step", "timestep", "reads as", "confidence"],
+                label="The classifier's reading of x_0",
+                elem_id="watch-readings",
             )
             watch_code = gr.Code(
                 watch_snippet(None, 0, "DPM-Solver++", 20, 1.4, 0, models.model),
@@ -107,22 +140,62 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
         with gr.Tab("The forward process", id="forward"):
             with gr.Row():
                 with gr.Column():
-                    source = gr.Dropdown(handlers.digit_choices, value=handlers.digit_choices[7], label="Digit")
-                    sketch = gr.Sketchpad(
-                        label="…or draw one (then pick 'my drawing')",
-                        canvas_size=(280, 280),
-                        brush=gr.Brush(default_size=20, colors=["#000000"], color_mode="fixed"),
-                        format="png",
-                        elem_id="forward-sketch",
+                    source = gr.Dropdown(
+                        handlers.digit_choices,
+                        value=handlers.digit_choices[7],
+                        label="Digit",
+                        elem_id="forward-source",
                     )
+                    sketch = sketchpad("…or draw one (then pick 'my drawing')", "forward-sketch")
                 with gr.Column():
-                    noise = gr.Slider(0, 100, 50, step=1, label="Noise added (% of the forward process)")
+                    noise = gr.Slider(
+                        0, 100, 50, step=1, label="Noise added (% of the forward process)", elem_id="forward-noise"
+                    )
                     forward_seed = gr.Number(0, label="Noise seed", precision=0)
                     with gr.Row():
-                        clean = gr.Image(label="x_0", format="png", interactive=False)
+                        clean = gr.Image(label="x_0", format="png", interactive=False, elem_id="forward-clean")
                         noisy = gr.Image(label="x_t", format="png", interactive=False, elem_id="forward-noisy")
                     forward_info = gr.Markdown(elem_id="forward-info")
             forward_code = gr.Code(forward_snippet("7", 50, 0), language="python", label="The same in Python")
+        with gr.Tab("Draw", id="draw"):
+            with gr.Row():
+                with gr.Column():
+                    drawing = sketchpad("Draw a digit (or part of one)", "draw-sketch")
+                    mode = gr.Radio(list(DRAW_MODES), value="Image-to-image", label="Mode", elem_id="draw-mode")
+                    strength = gr.Slider(
+                        0.05,
+                        1.0,
+                        0.6,
+                        step=0.05,
+                        label="Strength (image-to-image: how much to redraw)",
+                        elem_id="draw-strength",
+                    )
+                    draw_prompt = gr.Textbox("", label="Prompt (optional)", elem_id="draw-prompt")
+                    draw_class = gr.Dropdown(
+                        handlers.class_choices,
+                        value=NO_CLASS,
+                        label="Class (optional)",
+                        allow_custom_value=True,
+                        elem_id="draw-class",
+                    )
+                    draw_scheduler, draw_steps, draw_guidance, draw_seed = sampling_inputs("draw", 20)
+                    draw_count = gr.Number(4, label=f"Images (1-{MAX_DRAW_IMAGES})", precision=0, elem_id="draw-count")
+                    redraw = gr.Button("Turn it into digits", variant="primary", elem_id="draw-button")
+                with gr.Column():
+                    seen = gr.Image(
+                        label="Your drawing, as the model sees it",
+                        format="png",
+                        interactive=False,
+                        elem_id="draw-seen",
+                    )
+                    redrawn = gr.Image(label="Results", format="png", interactive=False, elem_id="draw-result")
+                    draw_summary = gr.Markdown(elem_id="draw-summary")
+                    draw_files = gr.File(label="Downloads (drawing.png, grid.png, each image)", elem_id="draw-files")
+            draw_code = gr.Code(
+                draw_snippet("img2img", None, None, 0.6, "DPM-Solver++", 20, 1.4, 0, 4, 1, models.model),
+                language="python",
+                label="The same in Python",
+            )
 
         generate_inputs = [prompt, class_choice, scheduler, steps, guidance, seed, count]
         generate.click(
@@ -142,6 +215,13 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
         forward_outputs = [clean, noisy, forward_info, forward_code]
         for event in (noise.change, source.change, forward_seed.change):
             event(handlers.forward, forward_inputs, forward_outputs, api_name=False)
+        draw_inputs = [drawing, mode, draw_prompt, draw_class, strength, draw_scheduler, draw_steps, draw_guidance]
+        redraw.click(
+            handlers.draw,
+            draw_inputs + [draw_seed, draw_count],
+            [seen, redrawn, draw_files, draw_summary, draw_code],
+            api_name="draw",
+        )
         demo.load(handlers.forward, forward_inputs, forward_outputs, api_name="forward")
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_SIZE)
     demo.sampling_worker = worker

@@ -24,12 +24,13 @@ from ..image_grid import image_grid
 from ..schedulers import predict_original_sample
 from ..visualization import style_prompts, to_images
 from .batching import GenerationRequest, SamplingWorker
-from .drawing import sketch_to_digit
+from .drawing import INK_THRESHOLD, sketch_to_digit
 from .models import DemoModels
-from .snippets import forward_snippet, generate_snippet, watch_snippet
+from .snippets import draw_snippet, forward_snippet, generate_snippet, watch_snippet
 
 #: Limits that keep one user from stalling the others.
 MAX_IMAGES = 64
+MAX_DRAW_IMAGES = 16
 MAX_STEPS = 100
 MAX_GUIDANCE = 10.0
 MAX_SEED = 2**31 - 1
@@ -37,6 +38,10 @@ MAX_SEED = 2**31 - 1
 NO_CLASS = "(none)"
 #: Style presets: thickness and slant words of the training captions.
 STYLE_PRESETS = [f"{thickness} {slant}" for thickness in THICKNESS_WORDS for slant in SLANT_WORDS]
+#: The Draw tab's modes: display name -> pipeline.
+DRAW_MODES = {"Image-to-image": "img2img", "Complete it (inpainting)": "inpaint"}
+#: RePaint resampling for the schedulers without step history; DPM-Solver++ runs without it.
+RESAMPLING = {"DDPM": 2, "DDIM": 2, "DPM-Solver++": 1}
 #: The Forward tab's source meaning "the sketchpad".
 MY_DRAWING = "my drawing"
 #: Nearest-neighbour upscaling of single images shown in the page.
@@ -101,8 +106,10 @@ class DemoHandlers:
 
     # Input checks
 
-    def conditioning(self, prompt: str | None, class_choice: str | None) -> tuple[str | None, int | None]:
-        """The prompt (None when empty) and class id (None for no class); at least one of them is needed."""
+    def conditioning(
+        self, prompt: str | None, class_choice: str | None, required: bool = True
+    ) -> tuple[str | None, int | None]:
+        """The prompt (None when empty) and class id (None for no class); at least one of them when `required`."""
         prompt = (prompt or "").strip() or None
         class_label = None
         if class_choice not in (None, "", NO_CLASS):
@@ -112,7 +119,7 @@ class DemoHandlers:
                 class_label = self.models.pipe.resolve_class_labels(parse_class_label(str(class_choice)))[0]
             except ValueError as error:
                 raise gr.Error(str(error)) from None
-        if prompt is None and class_label is None:
+        if required and prompt is None and class_label is None:
             raise gr.Error("Type a prompt or pick a class (or both): there is nothing to draw yet.")
         if prompt is not None and not self.models.has_text_encoder:
             raise gr.Error("This model has no text encoder; pick a class instead of typing a prompt.")
@@ -183,8 +190,10 @@ class DemoHandlers:
         readings = ", ".join(f"{names[i]}: {int(n)}" for i, n in enumerate(counts) if n)
         return f"The classifier reads them as {readings}."
 
-    def save_downloads(self, grid: Image.Image, images: list[Image.Image]) -> list[str]:
-        """Write the grid and each image as PNGs into a fresh folder; folders older than an hour are removed."""
+    def save_downloads(
+        self, grid: Image.Image, images: list[Image.Image], extra: dict[str, Image.Image] | None = None
+    ) -> list[str]:
+        """Write the grid, each image and `extra` as PNGs into a fresh folder; folders older than an hour go."""
         now = time.time()
         for old in self.download_dir.glob("*"):
             if old.is_dir() and now - old.stat().st_mtime > DOWNLOAD_LIFETIME:
@@ -193,9 +202,10 @@ class DemoHandlers:
         folder.mkdir(parents=True)
         grid.save(folder / "grid.png")
         paths = [str(folder / "grid.png")]
-        for i, image in enumerate(images):
-            image.save(folder / f"image_{i:02d}.png")
-            paths.append(str(folder / f"image_{i:02d}.png"))
+        named = {f"image_{i:02d}.png": image for i, image in enumerate(images)} | (extra or {})
+        for name, image in named.items():
+            image.save(folder / name)
+            paths.append(str(folder / name))
         return paths
 
     # Watch it denoise
@@ -242,9 +252,10 @@ class DemoHandlers:
             try:
                 step, timestep, x_t, original = steps_done.get(timeout=0.1)
             except queue.Empty:
-                if done.done() and steps_done.empty():
-                    raise self.page_error(done.exception() or RuntimeError("the sampler stopped early"))
-                continue
+                if not (done.done() and steps_done.empty()):
+                    continue
+                error = done.exception() or RuntimeError("the sampler stopped before the last step")
+                raise self.page_error(error) from None
             label, confidence = self.models.read(original)
             name = self.models.class_names[int(label)]
             reading = (
@@ -306,3 +317,75 @@ class DemoHandlers:
             f"{where}. The classifier reads it as **{self.models.class_names[int(label)]}** ({confidence.item():.0%})."
         )
         return enlarge(to_images(digit)[0]), enlarge(to_images(noisy)[0]), info, forward_snippet(index, percent, seed)
+
+    # Draw
+
+    def draw(
+        self,
+        drawing: Any,
+        mode: str,
+        prompt: str,
+        class_choice: str,
+        strength: Any,
+        scheduler: str,
+        steps: Any,
+        guidance: Any,
+        seed: Any,
+        count: Any,
+    ) -> tuple[Image.Image, Image.Image, list[str], str, str]:
+        """
+        Turn the sketch into digits: image-to-image at `strength`, or inpainting that keeps the strokes and repaints
+        the rest; returns the sketch as the model sees it, the results, downloads, a summary and the code.
+        """
+        if mode not in DRAW_MODES:
+            raise gr.Error(f"Unknown mode {mode!r}; expected one of {list(DRAW_MODES)}.")
+        prompt, class_label = self.conditioning(prompt, class_choice, required=False)
+        scheduler, steps, guidance, seed = self.sampling_settings(scheduler, steps, guidance, seed)
+        strength = bounded_number(strength, "Strength", 0.0, 1.0)
+        if strength == 0:
+            raise gr.Error("Strength is 0: the drawing would come back unchanged; pick a strength above 0.")
+        count = whole_number(count, "Number of images", 1, MAX_DRAW_IMAGES)
+        digit = sketch_to_digit(drawing)
+        if digit is None:
+            raise gr.Error("The drawing is blank: draw a digit (or part of one) on the sketchpad first.")
+        image = (digit + 1) / 2  # [0, 1], white on black
+        kind = DRAW_MODES[mode]
+        options = {
+            "prompt": prompt,
+            "class_labels": class_label,
+            "image": image,
+            "invert": False,
+            "num_images_per_prompt": count,
+            "num_inference_steps": steps,
+            "guidance_scale": guidance,
+            "generator": [torch.Generator().manual_seed(seed + i) for i in range(count)],
+        }
+        if kind == "img2img":
+            pipe, options["strength"] = self.models.img2img[scheduler], strength
+        else:
+            pipe = self.models.inpaint[scheduler]
+            options["mask_image"] = (image < INK_THRESHOLD).float()
+            options["jump_n_sample"] = RESAMPLING[scheduler]
+        try:
+            images = self.worker.submit(lambda: pipe(**options).images).result()
+        except Exception as error:
+            raise self.page_error(error) from None
+        cols = math.ceil(math.sqrt(len(images)))
+        grid = image_grid(images, rows=math.ceil(len(images) / cols), cols=cols)
+        sketch = to_images(digit)[0]
+        files = self.save_downloads(grid, images, extra={"drawing.png": sketch})
+        code = draw_snippet(
+            kind,
+            prompt,
+            class_label,
+            strength,
+            scheduler,
+            steps,
+            guidance,
+            seed,
+            count,
+            RESAMPLING[scheduler],
+            self.models.model,
+        )
+        summary = self.reading_summary(images, class_label)
+        return enlarge(sketch), enlarge(grid, max(1, 336 // grid.width)), files, summary, code

@@ -6,7 +6,7 @@ import torch
 
 from ..commands.loading import SCHEDULERS, open_pipeline
 from ..evaluation import class_names_and_classifier
-from ..pipelines import MnistDiffusionPipeline
+from ..pipelines import MnistDiffusionPipeline, MnistImg2ImgPipeline, MnistInpaintPipeline
 from ..schedulers import MnistDDPMScheduler
 from .test_digits import load_test_digits
 
@@ -18,9 +18,9 @@ class DemoModels:
     r"""
     The models behind the demo, loaded once and shared by every tab and every user.
 
-    The pipeline is loaded once; each scheduler of [`SCHEDULER_NAMES`] gets its own view of it built with
-    `MnistDiffusionPipeline.from_pipe`, which shares the UNet, text encoder and tokenizer (no weight is copied) and
-    gives the view its own scheduler instance (a scheduler keeps per-call state, so views must not share one).
+    The pipeline is loaded once; for each scheduler of [`SCHEDULER_NAMES`], text-to-image, image-to-image and
+    inpainting views of it are built with `from_pipe`, which shares the UNet, text encoder and tokenizer (no weight
+    is copied); each view gets its own scheduler instance (a scheduler keeps per-call state).
 
     Args:
         model (`str`, *optional*): A pipeline folder or Hub repo id; the released model shipped with the package by
@@ -32,7 +32,7 @@ class DemoModels:
     >>> from mnist_diffusion.demo.models import DemoModels
 
     >>> models = DemoModels()
-    >>> models.pipes["DDIM"].unet is models.pipes["DPM-Solver++"].unet
+    >>> models.pipes["DDIM"].unet is models.img2img["DPM-Solver++"].unet is models.inpaint["DDPM"].unet
     True
     ```
     """
@@ -42,13 +42,16 @@ class DemoModels:
         base.set_progress_bar_config(disable=True)
         self.model = model
         self.pipes: dict[str, MnistDiffusionPipeline] = {}
+        self.img2img: dict[str, MnistImg2ImgPipeline] = {}
+        self.inpaint: dict[str, MnistInpaintPipeline] = {}
+        kinds = (
+            (self.pipes, MnistDiffusionPipeline),
+            (self.img2img, MnistImg2ImgPipeline),
+            (self.inpaint, MnistInpaintPipeline),
+        )
         for name, key in SCHEDULER_NAMES.items():
-            scheduler = SCHEDULERS[key].from_config(base.scheduler.config)
-            # `unet` is passed explicitly: diffusers' from_pipe only carries over components whose class matches the
-            # constructor's annotation, and the pipeline annotates it as any `torch.nn.Module`.
-            view = MnistDiffusionPipeline.from_pipe(base, unet=base.unet, scheduler=scheduler)
-            view.set_progress_bar_config(disable=True)
-            self.pipes[name] = view
+            for views, cls in kinds:
+                views[name] = cls.from_pipe(base, scheduler=SCHEDULERS[key].from_config(base.scheduler.config))
         self.class_names, classifier = class_names_and_classifier(base, None)
         self.classifier = classifier.eval()
         # The forward process of the tab "The forward process": the scheduler's own `forward_trajectory`.

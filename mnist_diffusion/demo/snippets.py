@@ -1,4 +1,4 @@
-"""The Python call and CLI command equivalent to each demo action, shown beside its result so the demo teaches the API."""
+"""The Python call (and CLI command) equivalent to each demo action, shown beside its result to teach the API."""
 
 from __future__ import annotations
 
@@ -9,17 +9,37 @@ from .models import SCHEDULER_NAMES
 _SCHEDULER_CLASSES = {"dpm": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler", "ddpm": "MnistDDPMScheduler"}
 
 
-def _load_lines(scheduler: str, model: str | None) -> list[str]:
-    """Imports and loading of the pipeline with the scheduler `scheduler` (a display name of `SCHEDULER_NAMES`)."""
+def _load_lines(scheduler: str, model: str | None, imports: tuple[str, ...] = ()) -> list[str]:
+    """Imports (`imports` too) and loading of the pipeline with `scheduler` (a display name of `SCHEDULER_NAMES`)."""
     cls = _SCHEDULER_CLASSES[SCHEDULER_NAMES[scheduler]]
-    source = "diffusers" if cls != "MnistDDPMScheduler" else "mnist_diffusion"
-    path = repr(model) if model else "DIFFUSION_MODEL"
-    lines = ["import torch", f"from {source} import {cls}", "from mnist_diffusion import MnistDiffusionPipeline"]
+    ours = sorted(
+        {
+            "MnistDiffusionPipeline",
+            *(
+                name
+                for line in imports
+                if line.startswith("from mnist_diffusion ")
+                for name in line.split(" import ")[1].split(", ")
+            ),
+        }
+    )
+    lines = ["import torch"] + [line for line in imports if not line.startswith("from mnist_diffusion ")]
+    if cls == "MnistDDPMScheduler":
+        ours = sorted({*ours, cls})
+    else:
+        lines.append(f"from diffusers import {cls}")
+    lines.append(f"from mnist_diffusion import {', '.join(ours)}")
     if not model:
         lines.append("from mnist_diffusion.pretrained import DIFFUSION_MODEL  # the released model, shipped offline")
+    path = repr(model) if model else "DIFFUSION_MODEL"
     lines += ["", f"pipe = MnistDiffusionPipeline.from_pretrained({path})"]
     lines.append(f"pipe.scheduler = {cls}.from_config(pipe.scheduler.config)")
     return lines
+
+
+def _call(function: str, arguments: list[str]) -> str:
+    """`function(...)` with one argument a line, as `ruff format` writes a long call."""
+    return "\n".join([f"{function}("] + [f"    {argument}," for argument in arguments] + [")"])
 
 
 def _conditioning(prompt: str | None, class_label: int | None) -> list[str]:
@@ -68,14 +88,15 @@ def generate_snippet(
     ...
     ```
     """
-    call = ", ".join(
+    call = _call(
+        "images = pipe",
         _conditioning(prompt, class_label)
         + [
             f"num_images_per_prompt={num_images}",
             f"num_inference_steps={steps}",
             f"guidance_scale={guidance:g}",
             f"generator=[torch.Generator().manual_seed({seed} + i) for i in range({num_images})]",
-        ]
+        ],
     )
     command = ["mnist-diffusion", "generate"] + _cli_options(prompt, class_label, scheduler, steps, guidance)
     command += ["-n", str(num_images), "--seed", str(seed), "-o", "samples.png"] + (
@@ -84,7 +105,7 @@ def generate_snippet(
     return "\n".join(
         _load_lines(scheduler, model)
         + [
-            f"images = pipe({call}).images",
+            f"{call}.images",
             "",
             "# The same settings from the command line (one generator for the whole grid, so other draws):",
             f"# {shlex.join(command)}",
@@ -99,25 +120,24 @@ def watch_snippet(
     Python that samples with the denoising trajectory (x_t and predicted x_0 at every step) as the Watch tab does,
     and the `mnist-diffusion visualize denoise` command that draws it.
     """
-    call = ", ".join(
+    call = _call(
+        "output = pipe",
         _conditioning(prompt, class_label)
         + [
             f"num_inference_steps={steps}",
             f"guidance_scale={guidance:g}",
             f"generator=torch.Generator().manual_seed({seed})",
             "return_trajectory=True",
-        ]
+        ],
     )
     command = ["mnist-diffusion", "visualize", "denoise"] + _cli_options(
         prompt, class_label, scheduler, steps, guidance
     )
     command += ["--seed", str(seed), "-o", "denoise.png"] + (["--model", model] if model else [])
     return "\n".join(
-        _load_lines(scheduler, model)
+        _load_lines(scheduler, model, ("from mnist_diffusion.visualization import denoising_figure",))
         + [
-            "from mnist_diffusion.visualization import denoising_figure",
-            "",
-            f"output = pipe({call})",
+            call,
             "trajectory = output.trajectory  # .latents: x_t per step, .pred_original_samples: predicted x_0",
             "denoising_figure(trajectory).save('denoise.png')",
             "",
@@ -149,4 +169,50 @@ def forward_snippet(source: str, percent: float, seed: int) -> str:
             "# The whole strip, 0% to 100%, from the command line:",
             "# mnist-diffusion visualize forward --dataset ylecun/mnist --index 0 -o forward.png",
         ]
+    )
+
+
+def draw_snippet(
+    mode: str,
+    prompt: str | None,
+    class_label: int | None,
+    strength: float,
+    scheduler: str,
+    steps: int,
+    guidance: float,
+    seed: int,
+    num_images: int,
+    jump_n_sample: int,
+    model: str | None = None,
+) -> str:
+    r"""
+    Python that redraws the sketch as the Draw tab does: image-to-image (`mode="img2img"`) or inpainting around the
+    strokes (`mode="inpaint"`), from `drawing.png`, the sketch as the demo prepared it (offered as a download).
+    """
+    common = _conditioning(prompt, class_label) + [
+        "image=drawing",
+        f"num_images_per_prompt={num_images}",
+        f"num_inference_steps={steps}",
+        f"guidance_scale={guidance:g}",
+        f"generator=[torch.Generator().manual_seed({seed} + i) for i in range({num_images})]",
+    ]
+    if mode == "img2img":
+        imports = ("from mnist_diffusion import MnistImg2ImgPipeline",)
+        lines = [
+            "img2img = MnistImg2ImgPipeline.from_pipe(pipe)  # the same weights, no copy",
+            _call("images = img2img", common + [f"strength={strength:g}", "invert=False"]) + ".images",
+        ]
+    else:
+        options = ["mask_image=mask", f"jump_n_sample={jump_n_sample}", "invert=False"]
+        imports = ("import numpy as np", "from mnist_diffusion import MnistInpaintPipeline")
+        lines = [
+            "inpaint = MnistInpaintPipeline.from_pipe(pipe)  # the same weights, no copy",
+            "# keep the strokes, repaint everything else (white = repaint)",
+            "mask = Image.fromarray(((np.asarray(drawing) < 26) * 255).astype(np.uint8))",
+            _call("images = inpaint", common + options) + ".images",
+        ]
+    return "\n".join(
+        _load_lines(scheduler, model, imports + ("from PIL import Image",))
+        + ["drawing = Image.open('drawing.png')  # 28x28, white on black, the demo's download"]
+        + lines
     )

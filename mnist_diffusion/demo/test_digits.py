@@ -1,4 +1,4 @@
-"""A few real MNIST test digits shipped with the package, for the demo's forward-process tab (and how they were made)."""
+"""Real MNIST test digits shipped with the package for the demo's forward-process tab, and how they were made."""
 
 from __future__ import annotations
 
