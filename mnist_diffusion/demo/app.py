@@ -99,11 +99,12 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                 with gr.Column():
                     grid = gr.Image(label="Grid", type="pil", format="png", interactive=False, elem_id="gen-grid")
                     summary = gr.Markdown(elem_id="gen-summary")
-                    files = gr.File(label="Downloads (grid.png and each image)", elem_id="gen-files")
+                    files = gr.File(label="Downloads (grid.png and each image)", height=260, elem_id="gen-files")
             gen_code = gr.Code(
                 generate_snippet("a thick slanted 7", None, "DPM-Solver++", 20, 1.4, 0, 16, models.model),
                 language="python",
                 label="The same in Python",
+                elem_id="gen-code",
             )
         with gr.Tab("Watch it denoise", id="watch"):
             with gr.Row():
@@ -135,6 +136,7 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                 watch_snippet(None, 0, "DPM-Solver++", 20, 1.4, 0, models.model),
                 language="python",
                 label="The same in Python",
+                elem_id="watch-code",
             )
             frames = gr.State([])
         with gr.Tab("The forward process", id="forward"):
@@ -156,7 +158,9 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                         clean = gr.Image(label="x_0", format="png", interactive=False, elem_id="forward-clean")
                         noisy = gr.Image(label="x_t", format="png", interactive=False, elem_id="forward-noisy")
                     forward_info = gr.Markdown(elem_id="forward-info")
-            forward_code = gr.Code(forward_snippet("7", 50, 0), language="python", label="The same in Python")
+            forward_code = gr.Code(
+                forward_snippet("7", 50, 0), language="python", label="The same in Python", elem_id="forward-code"
+            )
         with gr.Tab("Draw", id="draw"):
             with gr.Row():
                 with gr.Column():
@@ -190,11 +194,14 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                     )
                     redrawn = gr.Image(label="Results", format="png", interactive=False, elem_id="draw-result")
                     draw_summary = gr.Markdown(elem_id="draw-summary")
-                    draw_files = gr.File(label="Downloads (drawing.png, grid.png, each image)", elem_id="draw-files")
+                    draw_files = gr.File(
+                        label="Downloads (drawing.png, grid.png, each image)", height=260, elem_id="draw-files"
+                    )
             draw_code = gr.Code(
                 draw_snippet("img2img", None, None, 0.6, "DPM-Solver++", 20, 1.4, 0, 4, 1, models.model),
                 language="python",
                 label="The same in Python",
+                elem_id="draw-code",
             )
 
         generate_inputs = [prompt, class_choice, scheduler, steps, guidance, seed, count]

@@ -83,6 +83,12 @@ class SamplingWorker:
         self._thread = threading.Thread(target=self._run, name="mnist-diffusion-sampler", daemon=True)
         self._thread.start()
 
+    @property
+    def pending(self) -> int:
+        """Jobs waiting for the worker (the running one not counted)."""
+        with self._condition:
+            return len(self._jobs)
+
     def submit(self, function: Callable[[], Any]) -> Future:
         """Run `function()` on the worker thread after the jobs already queued; returns its future."""
         return self._put(_Job(Future(), function=function))

@@ -9,26 +9,18 @@ from .models import SCHEDULER_NAMES
 _SCHEDULER_CLASSES = {"dpm": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler", "ddpm": "MnistDDPMScheduler"}
 
 
-def _load_lines(scheduler: str, model: str | None, imports: tuple[str, ...] = ()) -> list[str]:
-    """Imports (`imports` too) and loading of the pipeline with `scheduler` (a display name of `SCHEDULER_NAMES`)."""
+def _load_lines(
+    scheduler: str, model: str | None, classes: tuple[str, ...] = (), imports: tuple[str, ...] = ()
+) -> list[str]:
+    """Imports (`classes` of mnist_diffusion, other `imports`) and loading of the pipeline with `scheduler`."""
     cls = _SCHEDULER_CLASSES[SCHEDULER_NAMES[scheduler]]
-    ours = sorted(
-        {
-            "MnistDiffusionPipeline",
-            *(
-                name
-                for line in imports
-                if line.startswith("from mnist_diffusion ")
-                for name in line.split(" import ")[1].split(", ")
-            ),
-        }
-    )
-    lines = ["import torch"] + [line for line in imports if not line.startswith("from mnist_diffusion ")]
+    ours = {"MnistDiffusionPipeline", *classes}
+    lines = ["import torch", *imports]
     if cls == "MnistDDPMScheduler":
-        ours = sorted({*ours, cls})
+        ours.add(cls)
     else:
         lines.append(f"from diffusers import {cls}")
-    lines.append(f"from mnist_diffusion import {', '.join(ours)}")
+    lines.append(f"from mnist_diffusion import {', '.join(sorted(ours))}")
     if not model:
         lines.append("from mnist_diffusion.pretrained import DIFFUSION_MODEL  # the released model, shipped offline")
     path = repr(model) if model else "DIFFUSION_MODEL"
@@ -135,7 +127,7 @@ def watch_snippet(
     )
     command += ["--seed", str(seed), "-o", "denoise.png"] + (["--model", model] if model else [])
     return "\n".join(
-        _load_lines(scheduler, model, ("from mnist_diffusion.visualization import denoising_figure",))
+        _load_lines(scheduler, model, imports=("from mnist_diffusion.visualization import denoising_figure",))
         + [
             call,
             "trajectory = output.trajectory  # .latents: x_t per step, .pred_original_samples: predicted x_0",
@@ -197,14 +189,14 @@ def draw_snippet(
         f"generator=[torch.Generator().manual_seed({seed} + i) for i in range({num_images})]",
     ]
     if mode == "img2img":
-        imports = ("from mnist_diffusion import MnistImg2ImgPipeline",)
+        classes, imports = ("MnistImg2ImgPipeline",), ("from PIL import Image",)
         lines = [
             "img2img = MnistImg2ImgPipeline.from_pipe(pipe)  # the same weights, no copy",
             _call("images = img2img", common + [f"strength={strength:g}", "invert=False"]) + ".images",
         ]
     else:
         options = ["mask_image=mask", f"jump_n_sample={jump_n_sample}", "invert=False"]
-        imports = ("import numpy as np", "from mnist_diffusion import MnistInpaintPipeline")
+        classes, imports = ("MnistInpaintPipeline",), ("import numpy as np", "from PIL import Image")
         lines = [
             "inpaint = MnistInpaintPipeline.from_pipe(pipe)  # the same weights, no copy",
             "# keep the strokes, repaint everything else (white = repaint)",
@@ -212,7 +204,7 @@ def draw_snippet(
             _call("images = inpaint", common + options) + ".images",
         ]
     return "\n".join(
-        _load_lines(scheduler, model, imports + ("from PIL import Image",))
+        _load_lines(scheduler, model, classes, imports)
         + ["drawing = Image.open('drawing.png')  # 28x28, white on black, the demo's download"]
         + lines
     )
