@@ -138,6 +138,14 @@ def test_generate_in_the_browser(page, classifier, tmp_path):
 
 
 @needs_browser
+def test_style_preset_writes_the_prompt_for_the_class(page):
+    choose(page, "gen-class", "7")
+    choose(page, "gen-preset", "thick right-slanted")
+    page.wait_for_function("() => document.querySelector('#gen-prompt textarea').value.includes('seven')")
+    assert page.locator("#gen-prompt textarea").input_value() == "a thick right-slanted seven"
+
+
+@needs_browser
 def test_watch_it_denoise_streams_then_scrubs(page, tmp_path):
     page.get_by_role("tab", name="Watch it denoise").click()
     choose(page, "watch-class", "4")

@@ -92,7 +92,9 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                         allow_custom_value=True,
                         elem_id="gen-class",
                     )
-                    preset = gr.Dropdown([NO_CLASS] + STYLE_PRESETS, value=NO_CLASS, label="Style preset")
+                    preset = gr.Dropdown(
+                        [NO_CLASS] + STYLE_PRESETS, value=NO_CLASS, label="Style preset", elem_id="gen-preset"
+                    )
                     scheduler, steps, guidance, seed = sampling_inputs("gen", 20)
                     count = gr.Number(16, label=f"Images (1-{MAX_IMAGES})", precision=0, elem_id="gen-count")
                     generate = gr.Button("Generate", variant="primary", elem_id="gen-button")

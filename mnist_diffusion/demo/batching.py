@@ -55,12 +55,14 @@ class SamplingWorker:
     oversubscribed and a scheduler, which keeps per-call state, is never used by two calls at once.
 
     Generation requests waiting in the queue with the same settings ([`GenerationRequest.batch_key`]) run as one
-    batched pipeline call of up to `max_batch_images` images: under load, users share the UNet's forward passes
-    instead of queueing behind each other. Other jobs (`submit`) run alone, in arrival order.
+    batched pipeline call of up to `max_batch_images` images, so the requests of several users share the UNet's
+    forward passes. Other jobs (`submit`) run alone, in arrival order.
 
     Args:
         pipes (`dict[str, MnistDiffusionPipeline]`): The pipeline for each scheduler name of the requests.
-        max_batch_images (`int`, defaults to 256): Most images in one merged call (a single request may be larger).
+        max_batch_images (`int`, defaults to 64): Most images in one merged call (a single request may be larger).
+            Everyone in a merged call waits for all of it, so merging stops at one full request's worth: small
+            requests share a call's fixed costs, and the first users of a burst are not held up by the last.
 
     Example:
 
@@ -74,7 +76,7 @@ class SamplingWorker:
     ```
     """
 
-    def __init__(self, pipes: dict[str, MnistDiffusionPipeline], max_batch_images: int = 256):
+    def __init__(self, pipes: dict[str, MnistDiffusionPipeline], max_batch_images: int = 64):
         self.pipes = pipes
         self.max_batch_images = max_batch_images
         self._jobs: deque[_Job] = deque()

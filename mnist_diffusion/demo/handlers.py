@@ -57,6 +57,12 @@ def enlarge(image: Image.Image, scale: int = DISPLAY_SCALE) -> Image.Image:
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
+def square_grid(images: list[Image.Image]) -> Image.Image:
+    """`images` in a grid as close to square as they fill, row by row."""
+    cols = math.ceil(math.sqrt(len(images)))
+    return image_grid(images, rows=math.ceil(len(images) / cols), cols=cols)
+
+
 def whole_number(value: Any, name: str, low: int, high: int) -> int:
     """`value` as an int in `low..high`, or a `gr.Error` naming the setting and its limits."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
@@ -156,8 +162,12 @@ class DemoHandlers:
             gr.Warning("Pick a class first: a style preset describes a class in a style.")
             return prompt or ""
         _, class_label = self.conditioning(None, class_choice)
-        thickness, slant = preset.split(" ", 1)
-        return style_prompts(self.models.class_names[class_label])[(thickness, slant)]
+        name = self.models.class_names[class_label]
+        try:
+            return style_prompts(name)[tuple(preset.split(" ", 1))]
+        except (StopIteration, KeyError):  # the captions of this class have no thickness and slant words
+            gr.Warning(f"The style presets describe handwriting; the class {name!r} has none.")
+            return prompt or ""
 
     def generate(
         self, prompt: str, class_choice: str, scheduler: str, steps: Any, guidance: Any, seed: Any, count: Any
@@ -171,8 +181,7 @@ class DemoHandlers:
             images = self.worker.generate(request)
         except Exception as error:
             raise self.page_error(error) from None
-        cols = math.ceil(math.sqrt(len(images)))
-        grid = image_grid(images, rows=math.ceil(len(images) / cols), cols=cols)
+        grid = square_grid(images)
         files = self.save_downloads(grid, images)
         summary = self.reading_summary(images, class_label)
         code = generate_snippet(prompt, class_label, scheduler, steps, guidance, seed, count, self.models.model)
@@ -370,8 +379,7 @@ class DemoHandlers:
             images = self.worker.submit(lambda: pipe(**options).images).result()
         except Exception as error:
             raise self.page_error(error) from None
-        cols = math.ceil(math.sqrt(len(images)))
-        grid = image_grid(images, rows=math.ceil(len(images) / cols), cols=cols)
+        grid = square_grid(images)
         sketch = to_images(digit)[0]
         files = self.save_downloads(grid, images, extra={"drawing.png": sketch})
         code = draw_snippet(
