@@ -1,13 +1,18 @@
-"""Deterministic style measurements (thickness, slant, size) of small grayscale images and captions built from them."""
+"""Style measurements (thickness, slant, size) of small grayscale images, captions built from them, and training
+conditioning: captions with classifier-free-guidance dropout, tokenised."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from .text_encoding import DIGIT_WORDS
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 CAPTION_MODES = ("label", "label+style")
 
@@ -215,3 +220,140 @@ def build_captions(
             template = template.format(thickness=thickness, slant=slant, size=size)
         captions.append(template)
     return captions
+
+
+def conditioning_dropout(
+    batch_size: int, cond_dropout_prob: float, class_dropout_prob: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""
+    Which samples of a training batch lose their prompt and which their class label, for classifier-free guidance.
+
+    With probability `p = cond_dropout_prob` each, a sample loses both (the unconditional branch) or its prompt only;
+    with probability `q = class_dropout_prob` it loses its class only (so the prompt alone must carry the class).
+    Draws `batch_size` numbers from torch's global generator.
+
+    Returns:
+        `tuple[torch.Tensor, torch.Tensor]`: boolean masks `(drop_prompt, drop_class)`, each `(batch_size,)`.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from mnist_diffusion.captions import conditioning_dropout
+
+    >>> drop_prompt, drop_class = conditioning_dropout(10_000, 0.1, 0.3)
+    >>> round(drop_prompt.float().mean().item(), 1), round(drop_class.float().mean().item(), 1)
+    (0.2, 0.4)
+    ```
+    """
+    if not 0 <= cond_dropout_prob <= 0.5 or not 0 <= class_dropout_prob <= 1 - 2 * cond_dropout_prob:
+        raise ValueError(
+            f"cond_dropout_prob is {cond_dropout_prob} and class_dropout_prob {class_dropout_prob}; expected "
+            "0 <= cond_dropout_prob <= 0.5 and 0 <= class_dropout_prob <= 1 - 2 * cond_dropout_prob."
+        )
+    u = torch.rand(batch_size)
+    p, q = cond_dropout_prob, class_dropout_prob
+    drop_prompt = u < 2 * p
+    drop_class = (u < p) | ((u >= 2 * p) & (u < 2 * p + q))
+    return drop_prompt, drop_class
+
+
+@dataclass
+class TrainingConditioning:
+    r"""
+    The conditioning of one training batch, ready for the text encoder and the UNet.
+
+    Args:
+        prompts (`list[str]`): The caption of each sample, `""` where the prompt was dropped.
+        input_ids (`torch.Tensor`): Token ids `(batch, tokenizer.model_max_length)`.
+        attention_mask (`torch.Tensor`): 1 for real tokens, 0 for padding, same shape.
+        class_labels (`torch.Tensor`): Class ids `(batch,)`, the null class where the label was dropped.
+    """
+
+    prompts: list[str]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    class_labels: torch.Tensor
+
+
+class TrainingCaptioner:
+    r"""
+    Captions, conditioning dropout and tokenisation of training batches (what `training/train.py` feeds the models).
+
+    Each batch's captions come from `captions` (a dataset's caption column), or are built per step by
+    [`build_captions`] from the label, a random phrasing and, in `label+style` mode, the image's style words; then
+    [`conditioning_dropout`] replaces prompts by `""` and labels by the null class (`len(label_names)`), and the
+    prompts are tokenised to the tokenizer's full length.
+
+    Args:
+        tokenizer (`CLIPTokenizer`): Tokenises the prompts.
+        label_names (`Sequence[str]`): Name of each class id.
+        caption_mode (`str`, defaults to `"label+style"`): One of `CAPTION_MODES`, for built captions.
+        captions (`Sequence[str]`, *optional*): One caption per dataset row; used instead of built captions.
+        style_words (`Sequence[tuple[str, str, str]]`, *optional*): `(thickness, slant, size)` words per dataset row
+            ([`StyleMeasurements.words`]); needed in `label+style` mode without `captions`.
+        cond_dropout_prob (`float`, defaults to 0.1): Probability of dropping both, and of dropping the prompt only.
+        class_dropout_prob (`float`, defaults to 0.3): Probability of dropping the class label only.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from mnist_diffusion import build_caption_tokenizer
+    >>> from mnist_diffusion.captions import TrainingCaptioner
+
+    >>> captioner = TrainingCaptioner(build_caption_tokenizer(), ["0", "1"], caption_mode="label")
+    >>> conditioning = captioner(labels=torch.tensor([0, 1]), indices=torch.tensor([5, 8]))
+    >>> conditioning.input_ids.shape, conditioning.class_labels.shape
+    (torch.Size([2, 16]), torch.Size([2]))
+    ```
+    """
+
+    def __init__(
+        self,
+        tokenizer: CLIPTokenizer,
+        label_names: Sequence[str],
+        caption_mode: str = "label+style",
+        captions: Sequence[str] | None = None,
+        style_words: Sequence[tuple[str, str, str]] | None = None,
+        cond_dropout_prob: float = 0.1,
+        class_dropout_prob: float = 0.3,
+    ):
+        if caption_mode not in CAPTION_MODES:
+            raise ValueError(f"Unknown caption mode {caption_mode!r}; expected one of {list(CAPTION_MODES)}.")
+        if captions is None and caption_mode == "label+style" and style_words is None:
+            raise ValueError("caption_mode 'label+style' needs `style_words` (one (thickness, slant, size) per row).")
+        self.tokenizer = tokenizer
+        self.label_names = list(label_names)
+        self.caption_mode = caption_mode
+        self.captions = captions
+        self.style_words = style_words if caption_mode == "label+style" else None
+        self.cond_dropout_prob = cond_dropout_prob
+        self.class_dropout_prob = class_dropout_prob
+        self.null_class = len(self.label_names)
+
+    def captions_for(self, labels: torch.Tensor, indices: torch.Tensor) -> list[str]:
+        r"""The caption of each sample of a batch: dataset rows `indices` with class ids `labels`."""
+        rows = indices.cpu().tolist()
+        if self.captions is not None:
+            return [self.captions[i] for i in rows]
+        phrasings = torch.randint(0, 1 << 16, (len(rows),))
+        words = [self.style_words[i] for i in rows] if self.style_words is not None else None
+        return build_captions(self.label_names, labels.cpu(), self.caption_mode, phrasings, words)
+
+    def __call__(self, labels: torch.Tensor, indices: torch.Tensor) -> TrainingConditioning:
+        r"""Captions, dropout and tokens of a batch; tensors on the device of `labels`."""
+        prompts = self.captions_for(labels, indices)
+        drop_prompt, drop_class = conditioning_dropout(len(prompts), self.cond_dropout_prob, self.class_dropout_prob)
+        prompts = ["" if drop else prompt for prompt, drop in zip(prompts, drop_prompt.tolist(), strict=True)]
+        class_labels = torch.where(drop_class.to(labels.device), torch.full_like(labels, self.null_class), labels)
+        max_length = self.tokenizer.model_max_length
+        tokens = self.tokenizer(
+            prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+        )
+        return TrainingConditioning(
+            prompts=prompts,
+            input_ids=tokens.input_ids.to(labels.device),
+            attention_mask=tokens.attention_mask.to(labels.device),
+            class_labels=class_labels,
+        )

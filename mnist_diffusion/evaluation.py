@@ -396,6 +396,48 @@ def class_names_and_classifier(
     return names, classifier.to(pipe.device)
 
 
+@dataclass
+class ReferenceFeatures:
+    r"""
+    Real reference images embedded once by the scoring classifier, for classifier FID, its floor and precision/recall
+    (training evaluates many times against the same images).
+
+    Args:
+        features (`torch.Tensor`): The classifier's features of the reference images `(num_images, feature_dim)`.
+        accuracy (`float`, *optional*): The classifier's accuracy on them, when their labels were given.
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.evaluation import ReferenceFeatures, default_classifier, evaluate
+
+    >>> classifier = default_classifier(None)
+    >>> reference = ReferenceFeatures.embed(classifier, test.images, test.labels)  # doctest: +SKIP
+    >>> evaluate(pipe, 100, classifier=classifier, reference=reference).classifier_fid  # doctest: +SKIP
+    ```
+    """
+
+    features: torch.Tensor
+    accuracy: float | None = None
+
+    @classmethod
+    def embed(
+        cls, classifier: MnistClassifier, images: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> ReferenceFeatures:
+        r"""Embed `images` (`uint8` or floats in [0, 1]) with `classifier`; with `labels`, also its accuracy."""
+        images = _unit_range(images, "reference_images")
+        predicted, features = classifier.predict(images)
+        accuracy = None
+        if labels is not None:
+            if len(labels) != len(images):
+                raise ValueError(
+                    f"Got {len(labels)} reference labels for {len(images)} reference images; "
+                    "expected one label per image."
+                )
+            accuracy = (predicted == labels.cpu()).float().mean().item()
+        return cls(features=features, accuracy=accuracy)
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     r"""
@@ -472,6 +514,7 @@ def score_samples(
     *,
     reference_images: torch.Tensor | None = None,
     reference_labels: torch.Tensor | None = None,
+    reference: ReferenceFeatures | None = None,
     clip_scorer: ClipScorer | None = None,
     prompts: Sequence[str] | None = None,
     seed: int = 0,
@@ -487,6 +530,8 @@ def score_samples(
         reference_images (`torch.Tensor`, *optional*): Real images (same layout) for classifier FID, its floor and
             precision/recall.
         reference_labels (`torch.Tensor`, *optional*): Their class ids, for the classifier's reference accuracy.
+        reference ([`ReferenceFeatures`], *optional*): The reference images already embedded by `classifier`, instead
+            of `reference_images`.
         clip_scorer ([`~mnist_diffusion.clip_model.ClipScorer`], *optional*): Scores images against `prompts`.
         prompts (`Sequence[str]`, *optional*): One prompt per image for the CLIP score (default: the class prompts).
         seed (`int`, defaults to 0): Seed of the random reference subset for the floor and precision/recall.
@@ -519,27 +564,24 @@ def score_samples(
         labels=labels.cpu(),
         prompts=list(prompts) if prompts is not None else [class_prompt(names[c]) for c in labels.tolist()],
     )
-    if reference_images is None:
+    if reference is not None and reference_images is not None:
+        raise ValueError("Got both `reference` and `reference_images`; expected one of them.")
+    if reference_images is not None:
+        reference = ReferenceFeatures.embed(classifier, reference_images, reference_labels)
+    if reference is None:
         result.notes.append("No reference images: classifier FID and precision/recall were not measured.")
     else:
-        reference_images = _unit_range(reference_images, "reference_images")
-        reference_predicted, reference_features = classifier.predict(reference_images)
-        if reference_labels is not None:
-            if len(reference_labels) != len(reference_images):
-                raise ValueError(
-                    f"Got {len(reference_labels)} reference labels for {len(reference_images)} reference images; "
-                    "expected one label per image."
-                )
-            result.reference_accuracy = (reference_predicted == reference_labels.cpu()).float().mean().item()
+        reference_features = reference.features
+        result.reference_accuracy = reference.accuracy
         result.classifier_fid = frechet_distance(features, reference_features)
-        order = torch.randperm(len(reference_images), generator=torch.Generator().manual_seed(seed))
+        order = torch.randperm(len(reference_features), generator=torch.Generator().manual_seed(seed))
         subset = order[: len(images)]
-        if len(reference_images) >= len(images) + 2:
+        if len(reference_features) >= len(images) + 2:
             rest = reference_features[order[len(images) :]]
             result.classifier_fid_floor = frechet_distance(reference_features[subset], rest)
         else:
             result.notes.append(
-                f"The reference set ({len(reference_images)} images) is too small for a classifier FID floor at "
+                f"The reference set ({len(reference_features)} images) is too small for a classifier FID floor at "
                 f"{len(images)} samples; expected at least {len(images) + 2}."
             )
         result.precision, result.recall = precision_recall(reference_features[subset], features)
@@ -619,6 +661,7 @@ def evaluate(
     clip_scorer: ClipScorer | None = None,
     reference_images: torch.Tensor | None = None,
     reference_labels: torch.Tensor | None = None,
+    reference: ReferenceFeatures | None = None,
     conditioning: str = "auto",
     guidance_scale: float = 3.0,
     guidance_start: float = 0.0,
@@ -647,6 +690,8 @@ def evaluate(
         reference_images (`torch.Tensor`, *optional*): Real images `(N, channels, height, width)`, `uint8` or floats
             in [0, 1], typically the test split, for classifier FID and precision/recall.
         reference_labels (`torch.Tensor`, *optional*): Their class ids, for the classifier's accuracy on real images.
+        reference ([`ReferenceFeatures`], *optional*): The reference images already embedded by `classifier`
+            (training's evaluation reuses them), instead of `reference_images`.
         conditioning (`str`, defaults to `"auto"`): "label" (class labels), "prompt" (class prompts such as "a
             handwritten 7"), "label+prompt" (both), or "auto": both when the pipeline has both, else what it has.
         guidance_scale (`float`, defaults to 3.0): Classifier-free guidance weight.
@@ -702,6 +747,7 @@ def evaluate(
         classifier,
         reference_images=reference_images,
         reference_labels=reference_labels,
+        reference=reference,
         clip_scorer=clip_scorer,
         prompts=prompts,
         seed=seed,

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
-
 import torch
 import torch.nn.functional as F
 
@@ -112,6 +111,15 @@ def _flatten_alpha(gray_alpha: torch.Tensor) -> torch.Tensor:
     return gray * alpha + background * (1 - alpha)
 
 
+def resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize `(batch, channels, H, W)`: area averages to shrink (thin strokes survive), bilinear to grow."""
+    if tuple(images.shape[-2:]) == (height, width):
+        return images
+    if images.shape[-2] >= height and images.shape[-1] >= width:
+        return F.interpolate(images, size=(height, width), mode="area")
+    return F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
 def is_dark_on_light(images: torch.Tensor) -> torch.Tensor:
     r"""
     Per image of `(batch, 1, H, W)` in [0, 1]: whether it is dark ink on light paper (its border is mostly light).
@@ -140,8 +148,8 @@ def prepare_image(
 
     Args:
         image: A PIL image, numpy array (`uint8` 0..255 or floats in [0, 1], channels last), torch tensor (channels
-            first, [0, 1] or [-1, 1]), a file path, or a list of them; gray, RGB or with alpha; any size (resized
-            with antialiasing).
+            first, [0, 1] or [-1, 1]), a file path, or a list of them; gray, RGB or with alpha; any size (resized:
+            area averages to shrink, bilinear to grow).
         height, width (`int`): The model's resolution.
         invert (`bool`, *optional*): `True` for dark ink on light paper, `False` for MNIST's light ink on black;
             by default detected per image from its border ([`is_dark_on_light`]).
@@ -163,9 +171,7 @@ def prepare_image(
     tensor = load_images(image, argument)
     if tensor.shape[1] == 2:
         tensor = _flatten_alpha(tensor)
-    if tuple(tensor.shape[-2:]) != (height, width):
-        tensor = F.interpolate(tensor, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-        tensor = tensor.clamp(0, 1)
+    tensor = resize(tensor, height, width)
     if invert is None:
         flip = is_dark_on_light(tensor)
     else:
@@ -183,6 +189,4 @@ def prepare_mask(mask_image: ImageInput, height: int, width: int, argument: str 
     tensor = load_images(mask_image, argument)
     if tensor.shape[1] == 2:
         tensor = tensor[:, :1] * tensor[:, 1:]  # transparent = keep
-    if tuple(tensor.shape[-2:]) != (height, width):
-        tensor = F.interpolate(tensor, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return (tensor > 0.5).float()
+    return (resize(tensor, height, width) > 0.5).float()

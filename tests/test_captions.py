@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from mnist_diffusion import build_caption_tokenizer
-from mnist_diffusion.captions import build_captions, caption_templates, label_word, measure_style
+from mnist_diffusion.captions import (
+    TrainingCaptioner,
+    build_captions,
+    caption_templates,
+    conditioning_dropout,
+    label_word,
+    measure_style,
+)
 
 
 def bar(width: int, shift: float = 0.0, height: int = 20, size: int = 28) -> torch.Tensor:
@@ -83,3 +90,46 @@ def test_slant_synonyms_teach_plain_slanted_and_straight():
         [("thin", "left-slanted", "small")],
     )
     assert left == ["a thin left-slanted one"]
+
+
+def test_conditioning_dropout_rates_and_overlap():
+    torch.manual_seed(0)
+    drop_prompt, drop_class = conditioning_dropout(20_000, 0.1, 0.3)
+    both = (drop_prompt & drop_class).float().mean().item()
+    prompt_only = (drop_prompt & ~drop_class).float().mean().item()
+    class_only = (~drop_prompt & drop_class).float().mean().item()
+    assert abs(both - 0.1) < 0.01 and abs(prompt_only - 0.1) < 0.01 and abs(class_only - 0.3) < 0.01
+    with pytest.raises(ValueError, match="class_dropout_prob 0.9"):
+        conditioning_dropout(4, 0.1, 0.9)
+
+
+def test_training_captioner_builds_drops_and_tokenizes():
+    tokenizer = build_caption_tokenizer()
+    names = [str(i) for i in range(10)]
+    labels, indices = torch.arange(10).repeat(50), torch.arange(500)
+    words = [("thick", "right-slanted", "large")] * 500
+    torch.manual_seed(0)
+    conditioning = TrainingCaptioner(tokenizer, names, style_words=words)(labels, indices)
+    assert conditioning.input_ids.shape == conditioning.attention_mask.shape == (500, tokenizer.model_max_length)
+    dropped_class = conditioning.class_labels == 10
+    kept = ~dropped_class
+    assert torch.equal(conditioning.class_labels[kept], labels[kept])
+    empty = torch.tensor([prompt == "" for prompt in conditioning.prompts])
+    assert 0.1 < empty.float().mean() < 0.3 and 0.3 < dropped_class.float().mean() < 0.5
+    assert any("thick" in prompt for prompt in conditioning.prompts)
+    # the empty prompt tokenizes to start and end tokens only
+    assert (conditioning.attention_mask[empty].sum(dim=1) == 2).all()
+
+
+def test_training_captioner_uses_a_caption_column_and_checks_its_inputs():
+    tokenizer = build_caption_tokenizer()
+    captioner = TrainingCaptioner(
+        tokenizer, ["0", "1"], captions=["a zero", "a one", "another one"], cond_dropout_prob=0, class_dropout_prob=0
+    )
+    conditioning = captioner(torch.tensor([1, 0]), torch.tensor([2, 0]))
+    assert conditioning.prompts == ["another one", "a zero"]
+    assert conditioning.class_labels.tolist() == [1, 0]
+    with pytest.raises(ValueError, match="needs `style_words`"):
+        TrainingCaptioner(tokenizer, ["0", "1"], caption_mode="label+style")
+    with pytest.raises(ValueError, match="Unknown caption mode 'poetry'"):
+        TrainingCaptioner(tokenizer, ["0", "1"], caption_mode="poetry")

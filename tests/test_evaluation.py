@@ -12,6 +12,7 @@ from mnist_diffusion.cli import main
 from mnist_diffusion.clip_model import ClipScorer, build_clip_model, build_clip_processor
 from mnist_diffusion.data import prepare_training_data
 from mnist_diffusion.evaluation import (
+    ReferenceFeatures,
     class_prompt,
     default_classifier,
     evaluate,
@@ -129,6 +130,20 @@ def test_a_perfect_classifier_on_real_images_gives_accuracy_one(real):
         pipe, 10, classifier=digits, reference_images=real.images, reference_labels=real.labels, num_inference_steps=1
     )
     assert evaluated.reference_accuracy == 1.0
+
+
+def test_reference_features_embedded_once_give_the_same_scores(real):
+    classifier = make_tiny_classifier(4)
+    names = ["0", "1", "2", "3"]
+    images, labels = real.images[:8], real.labels[:8]
+    direct = score_samples(
+        images, labels, names, classifier, reference_images=real.images, reference_labels=real.labels
+    )
+    reference = ReferenceFeatures.embed(classifier, real.images, real.labels)
+    reused = score_samples(images, labels, names, classifier, reference=reference)
+    assert direct.to_dict() == reused.to_dict() and reused.classifier_fid_floor is not None
+    with pytest.raises(ValueError, match="both `reference` and `reference_images`"):
+        score_samples(images, labels, names, classifier, reference=reference, reference_images=real.images)
 
 
 def test_style_agreement_definitions():

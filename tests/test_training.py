@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TRAINING_ARGS, load_training_script, make_digit_dataset, make_tiny_pipeline
+from conftest import (
+    TINY_TRAINING_ARGS,
+    load_training_script,
+    make_digit_dataset,
+    make_tiny_pipeline,
+    make_tiny_unet,
+)
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -232,6 +238,19 @@ def test_bad_input_fails_before_training_without_writing(train_module, parquet_d
     assert not output_dir.exists()
 
 
+def test_report_to_wandb_without_wandb_fails_early_with_the_install_hint(
+    train_module, parquet_dataset, tmp_path, monkeypatch
+):
+    argv = [*TINY_TRAINING_ARGS, "--dataset_name", str(parquet_dataset), "--output_dir", str(tmp_path / "out")]
+    monkeypatch.setattr(train_module, "is_wandb_available", lambda: False)
+    with pytest.raises(ValueError, match="--report_to is 'wandb' but wandb is not installed.*`pip install wandb`"):
+        train_module.parse_args([*argv, "--report_to", "wandb"])
+    assert not (tmp_path / "out").exists()
+    assert train_module.parse_args([*argv, "--report_to", "none"]).report_to == "none"
+    monkeypatch.setattr(train_module, "is_wandb_available", lambda: True)
+    assert train_module.parse_args([*argv, "--report_to", "wandb"]).report_to == "wandb"
+
+
 @pytest.mark.parametrize(
     "base, message",
     [
@@ -334,13 +353,14 @@ def test_eval_classifier_logs_metrics_at_every_validation_step(eval_setup, tmp_p
     result = launch(
         ["--dataset_name", str(dataset), "--output_dir", str(output_dir), "--max_train_steps", "3",
          "--validation_steps", "2", "--checkpointing_steps", "0", "--eval_classifier", str(classifier),
-         "--eval_num_samples", "6"]
+         "--eval_num_samples", "8"]
     )  # fmt: skip
     history = [json.loads(line) for line in (output_dir / "eval_history.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in history] == [2, 3]  # every --validation_steps, and the last step
     for entry in history:
         assert 0 <= entry["conditional_accuracy"] <= 1 and entry["classifier_fid"] >= 0
-        assert entry["num_samples"] == 6 and entry["num_reference_images"] == 20
+        assert entry["num_samples"] == 8 and entry["num_reference_images"] == 20
+        assert entry["classifier_fid_floor"] >= 0 and entry["conditioning"] == "label+prompt"
         assert sorted(entry["per_class_accuracy"]) == ["0", "1", "2", "3"]
     assert f"Step 3: conditional accuracy {history[1]['conditional_accuracy']:.3f}" in result.stderr
     scalars = read_scalars(output_dir / "logs")
@@ -354,6 +374,7 @@ def test_eval_classifier_logs_metrics_at_every_validation_step(eval_setup, tmp_p
     [
         (["--eval_classifier", "{empty}"], "holds no MnistClassifier"),
         (["--eval_classifier", "{classifier}", "--eval_num_samples", "0"], "--eval_num_samples is 0"),
+        (["--eval_classifier", "{classifier}", "--eval_num_samples", "6"], "expected a multiple of the dataset's 4"),
         (["--eval_classifier", "{classifier}", "--resolution", "16"], "expected 1-channel 16x16 images"),
         (["--eval_classifier", "{classifier}", "--eval_split", "validation"], "Split 'validation' not found"),
         (["--eval_classifier", "{classifier}", "--validation_steps", "0"], "--validation_steps is 0"),
@@ -371,3 +392,44 @@ def test_bad_eval_input_fails_before_training(train_module, eval_setup, tmp_path
             )
         )
     assert not output_dir.exists()
+
+
+def test_training_evaluation_is_the_evaluate_protocol_and_independent_of_the_batch_size(
+    train_module, eval_setup, tmp_path
+):
+    from mnist_diffusion.classifier import MnistClassifier
+    from mnist_diffusion.data import load_split, prepare_training_data
+    from mnist_diffusion.evaluation import evaluate
+
+    dataset, classifier = eval_setup
+    names = ["0", "1", "2", "3"]
+    pipe = make_tiny_pipeline()
+    pipe.unet = make_tiny_unet(num_class_embeds=len(names) + 1)
+    pipe.register_to_config(id2label={str(i): name for i, name in enumerate(names)})
+
+    def training_metrics(batch_size: str) -> dict:
+        args = train_module.parse_args(
+            [*TINY_TRAINING_ARGS, "--dataset_name", str(dataset), "--output_dir", str(tmp_path / "out"),
+             "--eval_classifier", str(classifier), "--eval_num_samples", "8", "--train_batch_size", batch_size,
+             "--seed", "3"]
+        )  # fmt: skip
+        return train_module.build_evaluator(args, names, torch.device("cpu")).evaluate(pipe)
+
+    small_batches, one_batch = training_metrics("3"), training_metrics("16")
+    reference = prepare_training_data(load_split(str(dataset), split="test"), resolution=8)
+    expected = evaluate(
+        pipe,
+        8,
+        classifier=MnistClassifier.from_pretrained(classifier),
+        reference_images=reference.images,
+        guidance_scale=3.0,
+        num_inference_steps=2,
+        seed=3,
+        style_samples_per_request=0,
+    )
+    for metrics in (small_batches, one_batch):
+        assert metrics["conditioning"] == expected.settings["conditioning"] == "label+prompt"
+        assert metrics["conditional_accuracy"] == expected.accuracy
+        assert metrics["per_class_accuracy"] == expected.accuracy_per_class
+        assert metrics["classifier_fid"] == pytest.approx(expected.classifier_fid, rel=1e-4, abs=1e-7)
+        assert metrics["classifier_fid_floor"] == pytest.approx(expected.classifier_fid_floor, rel=1e-6)

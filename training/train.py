@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, is_wandb_available, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
@@ -30,12 +30,12 @@ from mnist_diffusion import (
     build_caption_tokenizer,
     build_text_encoder,
 )
-from mnist_diffusion.captions import CAPTION_MODES, build_captions, measure_style
+from mnist_diffusion.captions import CAPTION_MODES, TrainingCaptioner, measure_style
 from mnist_diffusion.classifier import MnistClassifier
 from mnist_diffusion.data import EpochShuffleSampler, ImageClassDataset, load_split, prepare_training_data
+from mnist_diffusion.evaluation import ReferenceFeatures, evaluate
 from mnist_diffusion.hub import push_checkpoint, push_pipeline_to_hub
 from mnist_diffusion.image_grid import image_grid
-from mnist_diffusion.metrics import conditional_accuracy, frechet_distance
 from mnist_diffusion.visualization import EVAL_HISTORY_NAME
 
 logger = get_logger(__name__)
@@ -204,11 +204,15 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         "--eval_classifier",
         default=None,
         help="A saved MnistClassifier (e.g. mnist_diffusion/pretrained/mnist-classifier). At every validation step, "
-        "--eval_num_samples class-conditioned samples (with the validation steps and guidance scale) are scored by "
-        f"conditional accuracy and classifier FID against real images; logged as eval/* and to {EVAL_HISTORY_NAME}.",
+        "--eval_num_samples samples (with the validation steps and guidance scale) are drawn and scored as "
+        "`mnist-diffusion evaluate` does (label + class prompt, sample i from seed --seed + i): conditional accuracy "
+        f"and classifier FID against real images; logged as eval/* and to {EVAL_HISTORY_NAME}.",
     )
     evaluation.add_argument(
-        "--eval_num_samples", type=int, default=250, help="Samples per evaluation, spread evenly over the classes."
+        "--eval_num_samples",
+        type=int,
+        default=None,
+        help="Samples per evaluation, a multiple of the classes (default: 25 per class, 250 for 10 classes).",
     )
     evaluation.add_argument(
         "--eval_dataset", default=None, help="Real reference images (Hub id or folder); default: --dataset_name."
@@ -253,9 +257,14 @@ def validate_args(args: argparse.Namespace) -> None:
     for flag, value, allowed in choices:
         if value not in allowed:
             raise ValueError(f"{flag} is {value!r}; expected one of {[a for a in allowed if a]}.")
+    if args.report_to == "wandb" and not is_wandb_available():
+        raise ValueError(
+            "--report_to is 'wandb' but wandb is not installed, so nothing would be logged; expected `pip install "
+            "wandb` first, or --report_to tensorboard (the default) or none."
+        )
     if args.eval_classifier and not args.validation_steps:
         raise ValueError("--eval_classifier scores samples at validation steps, but --validation_steps is 0.")
-    if args.eval_num_samples < 2:
+    if args.eval_num_samples is not None and args.eval_num_samples < 2:
         raise ValueError(f"--eval_num_samples is {args.eval_num_samples}; expected at least 2 (for classifier FID).")
     if args.push_checkpoints and not args.push_to_hub:
         raise ValueError("--push_checkpoints uploads checkpoints to the --push_to_hub repo; pass --push_to_hub too.")
@@ -464,46 +473,52 @@ def log_validation(
 
 class SampleEvaluator:
     r"""
-    Scores samples of the pipeline being trained with a classifier: conditional accuracy and classifier FID.
+    Scores samples of the pipeline being trained with [`mnist_diffusion.evaluation.evaluate`], the protocol of
+    `mnist-diffusion evaluate`: `num_samples` samples spread evenly over the classes, sample `i` from the noise
+    of seed `--seed + i` (independent of the batch size), asked for by class label and class prompt when the pipeline
+    has both, `--validation_inference_steps` steps at `--validation_guidance_scale`.
 
     Args:
         classifier (`MnistClassifier`): Recognises the dataset's classes at the training resolution.
-        reference_features (`torch.Tensor`): The classifier's features of the real reference images.
-        label_names (`list[str]`): Name of each class id.
+        reference ([`~mnist_diffusion.evaluation.ReferenceFeatures`]): The real reference images, embedded once.
+        num_samples (`int`): Samples per evaluation, a multiple of the classes.
+        args (`argparse.Namespace`): The training arguments (steps, guidance, seed, batch size).
     """
 
-    def __init__(self, classifier: MnistClassifier, reference_features: torch.Tensor, label_names: list[str]):
+    def __init__(
+        self, classifier: MnistClassifier, reference: ReferenceFeatures, num_samples: int, args: argparse.Namespace
+    ):
         self.classifier = classifier
-        self.reference_features = reference_features
-        self.label_names = label_names
+        self.reference = reference
+        self.num_samples = num_samples
+        self.sampling = dict(
+            guidance_scale=args.validation_guidance_scale,
+            num_inference_steps=args.validation_inference_steps,
+            seed=args.seed,
+            batch_size=args.train_batch_size,
+        )
 
-    def evaluate(self, pipeline: MnistDiffusionPipeline, args: argparse.Namespace) -> dict:
+    def evaluate(self, pipeline: MnistDiffusionPipeline) -> dict:
         r"""
-        Generate `--eval_num_samples` class-conditioned samples (class ids in turn, the same noise at every call) and
-        score them: `{"conditional_accuracy", "classifier_fid", "per_class_accuracy", "num_samples",
-        "num_reference_images"}`.
+        Sample and score: `{"conditional_accuracy", "classifier_fid", "classifier_fid_floor", "per_class_accuracy",
+        "num_samples", "num_reference_images", "conditioning"}`.
         """
-        pipeline.set_progress_bar_config(disable=True)
-        requested = torch.arange(args.eval_num_samples) % len(self.label_names)
-        generator = torch.Generator().manual_seed(args.seed)
-        images = [
-            pipeline(
-                class_labels=batch.tolist(),
-                num_inference_steps=args.validation_inference_steps,
-                guidance_scale=args.validation_guidance_scale,
-                generator=generator,
-                output_type="pt",
-            ).images
-            for batch in requested.split(args.train_batch_size)
-        ]
-        predicted, features = self.classifier.predict(torch.cat(images))
-        accuracy = conditional_accuracy(predicted, requested)
+        result = evaluate(
+            pipeline,
+            self.num_samples,
+            classifier=self.classifier,
+            reference=self.reference,
+            style_samples_per_request=0,
+            **self.sampling,
+        )
         return {
-            "conditional_accuracy": accuracy.overall,
-            "classifier_fid": frechet_distance(features, self.reference_features),
-            "per_class_accuracy": {self.label_names[c]: value for c, value in accuracy.per_class.items()},
-            "num_samples": args.eval_num_samples,
-            "num_reference_images": len(self.reference_features),
+            "conditional_accuracy": result.accuracy,
+            "classifier_fid": result.classifier_fid,
+            "classifier_fid_floor": result.classifier_fid_floor,
+            "per_class_accuracy": result.accuracy_per_class,
+            "num_samples": result.num_samples,
+            "num_reference_images": len(self.reference.features),
+            "conditioning": result.settings["conditioning"],
         }
 
 
@@ -530,6 +545,12 @@ def build_evaluator(args: argparse.Namespace, label_names: list[str], device: to
             f"{args.resolution}x{args.resolution} images (--resolution) into {len(label_names)} classes (the "
             "dataset's)."
         )
+    num_samples = args.eval_num_samples or 25 * len(label_names)
+    if num_samples % len(label_names):
+        raise ValueError(
+            f"--eval_num_samples is {num_samples}; expected a multiple of the dataset's {len(label_names)} "
+            "classes, so that every class gets as many samples."
+        )
     eval_dataset = args.eval_dataset or args.dataset_name
     try:
         split = load_split(eval_dataset, args.dataset_config_name, args.eval_split, args.cache_dir)
@@ -539,8 +560,7 @@ def build_evaluator(args: argparse.Namespace, label_names: list[str], device: to
         split, image_column=args.image_column, label_column=args.label_column, resolution=args.resolution
     )
     classifier.to(device)
-    _, reference_features = classifier.predict(reference.images.float() / 255.0)
-    return SampleEvaluator(classifier, reference_features, label_names)
+    return SampleEvaluator(classifier, ReferenceFeatures.embed(classifier, reference.images), num_samples, args)
 
 
 def log_evaluation(metrics: dict, args: argparse.Namespace, accelerator: Accelerator, global_step: int) -> None:
@@ -636,7 +656,9 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         resolution=args.resolution,
         max_train_samples=args.max_train_samples,
     )
-    style_words = measure_style(data.images).words() if args.caption_mode == "label+style" else None
+    style_words = None
+    if args.caption_mode == "label+style" and data.captions is None:
+        style_words = measure_style(data.images).words()
     evaluator = build_evaluator(args, data.label_names, accelerator.device) if args.eval_classifier else None
     dataset = ImageClassDataset(data)
     train_dataloader = torch.utils.data.DataLoader(
@@ -648,7 +670,15 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     )
 
     tokenizer, text_encoder, unet, noise_scheduler = build_models(args, num_classes=len(data.label_names))
-    null_class = len(data.label_names)
+    captioner = TrainingCaptioner(
+        tokenizer,
+        data.label_names,
+        caption_mode=args.caption_mode,
+        captions=data.captions,
+        style_words=style_words,
+        cond_dropout_prob=args.cond_dropout_prob,
+        class_dropout_prob=args.class_dropout_prob,
+    )
     set_seed(args.seed, device_specific=True)  # different noise, timesteps and dropout in each process
     params = list(unet.parameters()) + (list(text_encoder.parameters()) if args.train_text_encoder else [])
     ema = (
@@ -725,10 +755,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         epoch_dataloader.set_epoch(epoch)
         for batch in epoch_dataloader:
             with accelerator.accumulate(*trained):
-                loss = training_loss(
-                    batch, args, data.captions, data.label_names, style_words, null_class, tokenizer, text_encoder,
-                    unet, noise_scheduler, accelerator,
-                )  # fmt: skip
+                loss = training_loss(batch, args, captioner, text_encoder, unet, noise_scheduler, accelerator)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, args.max_grad_norm)
@@ -763,7 +790,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
                     pipe = build_pipeline(accelerator, unet, text_encoder, tokenizer, noise_scheduler, data.id2label)
                     log_validation(pipe, args, accelerator, global_step)
                     if evaluator is not None:
-                        log_evaluation(evaluator.evaluate(pipe, args), args, accelerator, global_step)
+                        log_evaluation(evaluator.evaluate(pipe), args, accelerator, global_step)
                 for model in trained:
                     model.train()
             if is_last:
@@ -822,55 +849,32 @@ def build_pipeline(
 def training_loss(
     batch: dict[str, torch.Tensor],
     args: argparse.Namespace,
-    captions: list[str] | None,
-    label_names: list[str],
-    style_words: list[tuple[str, str, str]] | None,
-    null_class: int,
-    tokenizer: CLIPTokenizer,
+    captioner: TrainingCaptioner,
     text_encoder: torch.nn.Module,
     unet: torch.nn.Module,
     noise_scheduler: MnistDDPMScheduler,
     accelerator: Accelerator,
 ) -> torch.Tensor:
     r"""
-    The (Min-SNR weighted) diffusion loss of one batch, with conditioning dropout.
-
-    Captions come from `--caption_column`, or from the label and a random phrasing (plus the image's style words in
-    `label+style` mode). With probability `p = --cond_dropout_prob` each, a sample gets the empty prompt and the null
-    class (the unconditional branch of classifier-free guidance) or the empty prompt only; with probability
-    `q = --class_dropout_prob` it gets the null class only (prompt-only generation).
+    The (Min-SNR weighted) diffusion loss of one batch; `captioner` gives its captions with conditioning dropout
+    (`--cond_dropout_prob`, `--class_dropout_prob`), tokenised.
     """
-    pixel_values, labels, indices = batch["pixel_values"], batch["labels"], batch["indices"].cpu()
+    pixel_values = batch["pixel_values"]
     bsz, device = pixel_values.shape[0], pixel_values.device
-    if captions is not None:
-        texts = [captions[i] for i in indices.tolist()]
-    else:
-        phrasings = torch.randint(0, 1 << 16, (bsz,))
-        words = [style_words[i] for i in indices.tolist()] if style_words is not None else None
-        texts = build_captions(label_names, labels.cpu(), args.caption_mode, phrasings, words)
-    u = torch.rand(bsz)
-    p, q = args.cond_dropout_prob, args.class_dropout_prob
-    drop_text = u < 2 * p
-    drop_class = (u < p) | ((u >= 2 * p) & (u < 2 * p + q))
-    texts = ["" if drop else text for text, drop in zip(texts, drop_text.tolist(), strict=True)]
-    class_labels = torch.where(drop_class.to(device), torch.full_like(labels, null_class), labels)
-    tokens = tokenizer(
-        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    input_ids, attention_mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+    conditioning = captioner(batch["labels"], batch["indices"])
 
     noise = torch.randn_like(pixel_values)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=device)
     noisy = noise_scheduler.add_noise(pixel_values, noise, timesteps)
     target = noise_scheduler.training_target(pixel_values, noise, timesteps)
     with accelerator.autocast():
-        encoder_hidden_states = text_encoder(input_ids, attention_mask=attention_mask)[0]
+        encoder_hidden_states = text_encoder(conditioning.input_ids, attention_mask=conditioning.attention_mask)[0]
         model_pred = unet(
             noisy,
             timesteps,
             encoder_hidden_states=encoder_hidden_states,
-            class_labels=class_labels,
-            encoder_attention_mask=attention_mask,
+            class_labels=conditioning.class_labels,
+            encoder_attention_mask=conditioning.attention_mask,
         ).sample
     per_sample = F.mse_loss(model_pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     if args.snr_gamma:

@@ -1,4 +1,4 @@
-"""`mnist-diffusion visualize`: figures of the forward process, denoising, styles, classes and training curves."""
+"""`mnist-diffusion visualize`: figures of the forward process, denoising, styles, classes, interpolation, training."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import torch
 from diffusers.image_processor import VaeImageProcessor
 
 from ..data import decode_images, load_split
+from ..interpolation import interpolate
 from ..schedulers import MnistDDPMScheduler
 from ..visualization import (
     class_grid,
     denoising_figure,
     denoising_frames,
     forward_process_figure,
+    labeled_grid,
     plot_training_curves,
     read_training_curves,
     save_gif,
@@ -113,6 +115,35 @@ def classes(args: argparse.Namespace) -> Path:
     return output
 
 
+def interpolation(args: argparse.Namespace) -> Path:
+    """Save a row of frames morphing between two prompts, two class labels and/or two seeds."""
+    prompts = (args.start, args.end) if args.start is not None or args.end is not None else None
+    if prompts is not None and None in prompts:
+        raise ValueError('Give two prompts (start and end), e.g. "a 3" "an 8".')
+    class_labels = None if args.class_labels is None else [parse_class_label(v) for v in args.class_labels]
+    seeds = (args.seed, args.seed) if args.seeds is None else tuple(args.seeds)
+    output = _output(args.output, ".png")
+    pipe = open_pipeline(args.model, args.scheduler)
+    frames = interpolate(
+        pipe,
+        prompts=prompts,
+        class_labels=class_labels,
+        seeds=seeds,
+        prompt=args.prompt,
+        class_label=parse_class_label(args.class_label),
+        num_frames=args.num_frames,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+    ).images
+    parts = [f"{pair[0]!r} -> {pair[1]!r}" for pair in (prompts, class_labels) if pair is not None]
+    parts += [f"seed {seeds[0]} -> {seeds[1]}"] if seeds[0] != seeds[1] else []
+    weights = [f"{i / (args.num_frames - 1):.2f}" for i in range(args.num_frames)]
+    figure = labeled_grid([frames], column_labels=weights, title=", ".join(parts), scale=args.scale)
+    figure.save(output)
+    print(f"Saved {args.num_frames} frames ({', '.join(parts)}) to {output}")
+    return output
+
+
 def training(args: argparse.Namespace) -> Path:
     """Plot the loss, learning rate and evaluation curves of a training run."""
     curves = read_training_curves(args.run)
@@ -125,7 +156,7 @@ def training(args: argparse.Namespace) -> Path:
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `visualize` subcommand and its figures to the `mnist-diffusion` parser."""
     parser = commands.add_parser(
-        "visualize", help="Figures: forward process, denoising trajectory, styles, classes, training curves."
+        "visualize", help="Figures: forward process, denoising, styles, classes, interpolation, training curves."
     )
     figures = parser.add_subparsers(dest="figure", required=True)
 
@@ -178,6 +209,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     cls.add_argument("-n", "--num-images", type=int, default=8, help="Samples per class (default 8).")
     cls.add_argument("-o", "--output", default="classes.png", help="Output PNG (default classes.png).")
     cls.set_defaults(func=classes)
+
+    itp = figures.add_parser(
+        "interpolate",
+        parents=[sampling],
+        help="Morph between two prompts, two class labels and/or two seeds (lerp of embeddings, slerp of noise).",
+    )
+    itp.add_argument("start", nargs="?", help='The first prompt, e.g. "a 3".')
+    itp.add_argument("end", nargs="?", help='The last prompt, e.g. "an 8".')
+    itp.add_argument("--class-labels", nargs=2, metavar=("START", "END"), help="Interpolate between two classes.")
+    itp.add_argument("--seeds", type=int, nargs=2, metavar=("START", "END"), help="Slerp between two noises.")
+    itp.add_argument("--prompt", help="A fixed prompt (when prompts are not interpolated).")
+    itp.add_argument("--class-label", help="A fixed class (when class labels are not interpolated).")
+    itp.add_argument("-n", "--num-frames", type=int, default=8, help="Frames, both ends included (default 8).")
+    itp.add_argument("-o", "--output", default="interpolate.png", help="Output PNG (default interpolate.png).")
+    itp.set_defaults(func=interpolation, scheduler="dpm")  # deterministic: frames differ only by what is blended
 
     trn = figures.add_parser(
         "training", help="Loss, learning rate, conditional accuracy and classifier FID of a training run."

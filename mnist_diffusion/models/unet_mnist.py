@@ -97,6 +97,30 @@ class UNetLevel(nn.Module):
             for _ in in_channels
         )
 
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        emb: torch.Tensor,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        skips: tuple[torch.Tensor, ...] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        r"""
+        Run the level's blocks; on the way up, each block first concatenates the last of `skips` to its input.
+
+        Returns the level's output and the output of every block (the skip connections of a level on the way down).
+        """
+        outputs = ()
+        for resnet, attention in zip(self.resnets, self.attentions, strict=True):
+            if skips is not None:
+                hidden_states = torch.cat([hidden_states, skips[-1]], dim=1)
+                skips = skips[:-1]
+            hidden_states = resnet(hidden_states, emb)
+            if not isinstance(attention, nn.Identity):
+                hidden_states = attention(hidden_states, context, context_mask)
+            outputs += (hidden_states,)
+        return hidden_states, outputs
+
 
 class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
     r"""
@@ -255,11 +279,11 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
             )
         return emb
 
-    @staticmethod
-    def _attend(
-        attention: nn.Module, h: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        return h if isinstance(attention, nn.Identity) else attention(h, context, context_mask)
+    def _upsample(self, index: int, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Double the resolution after up level `index` (nearest-neighbour + convolution, or conv-transpose)."""
+        if self.config.upsample_type == "interpolate":
+            hidden_states = F.interpolate(hidden_states, scale_factor=2.0, mode="nearest")
+        return self.upsamplers[index](hidden_states)
 
     def forward(
         self,
@@ -301,25 +325,26 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
         if encoder_hidden_states is not None and encoder_attention_mask is not None:
             context_mask = encoder_attention_mask.to(torch.bool)[:, None, None, :]
 
+        # 1. patches to channels, first convolution
         h = self.conv_in(F.pixel_unshuffle(sample, self.config.patch_size))
-        skips = [h]
+        skips = (h,)
+        # 2. down: each level's block outputs, and each downsampler's output, are kept for the way up
         for i, level in enumerate(self.down_levels):
-            for resnet, attention in zip(level.resnets, level.attentions, strict=True):
-                h = self._attend(attention, resnet(h, emb), encoder_hidden_states, context_mask)
-                skips.append(h)
+            h, outputs = level(h, emb, encoder_hidden_states, context_mask)
+            skips += outputs
             if i < len(self.downsamplers):
                 h = self.downsamplers[i](h)
-                skips.append(h)
-        for resnet, attention in zip(self.mid_level.resnets, self.mid_level.attentions, strict=True):
-            h = self._attend(attention, resnet(h, emb), encoder_hidden_states, context_mask)
+                skips += (h,)
+        # 3. middle
+        h, _ = self.mid_level(h, emb, encoder_hidden_states, context_mask)
+        # 4. up: each block takes the latest skip connection; the resolution doubles between levels
         for i, level in enumerate(self.up_levels):
-            for resnet, attention in zip(level.resnets, level.attentions, strict=True):
-                h = resnet(torch.cat([h, skips.pop()], dim=1), emb)
-                h = self._attend(attention, h, encoder_hidden_states, context_mask)
-            if i < len(self.upsamplers) and self.config.upsample_type == "interpolate":
-                h = self.upsamplers[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-            elif i < len(self.upsamplers):
-                h = self.upsamplers[i](h)
+            num_blocks = len(level.resnets)
+            h, _ = level(h, emb, encoder_hidden_states, context_mask, skips=skips[-num_blocks:])
+            skips = skips[:-num_blocks]
+            if i < len(self.upsamplers):
+                h = self._upsample(i, h)
+        # 5. output convolution, channels back to patches
         out = F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(h))), self.config.patch_size)
         if not return_dict:
             return (out,)
