@@ -20,7 +20,7 @@ MISSING = [name for name in ("gradio", "gradio_client", "playwright") if importl
 if MISSING:
     pytest.skip(f"the demo tests need {', '.join(MISSING)}: pip install -e '.[demo,test]'", allow_module_level=True)
 
-from gradio_client import Client  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from mnist_diffusion.demo import build_demo  # noqa: E402
@@ -253,3 +253,39 @@ def test_api_with_gradio_client(server, classifier):
     assert "from step" in updates[-1][2] and len(updates[-1][3]["data"]) == 5
     clean, noisy, info, _ = client.predict("test digit 0 (a 0)", None, 100, 0, api_name="/forward")
     assert "t=999" in info and not np.array_equal(np.asarray(Image.open(clean)), np.asarray(Image.open(noisy)))
+
+
+def test_api_draw_and_its_code(server, tmp_path, monkeypatch):
+    # A "7" drawn with a dark pen on white paper, as a phone photo or another sketchpad would give it.
+    paper = Image.new("RGB", (200, 200), "white")
+    pixels = np.asarray(paper).copy()
+    pixels[30:45, 40:160] = 0  # the bar
+    for row in range(45, 175):
+        column = 150 - (row - 45) * 60 // 130
+        pixels[row, column - 8 : column + 8] = 0  # the stem
+    drawing_file = tmp_path / "seven.png"
+    Image.fromarray(pixels).save(drawing_file)
+    sketch = {"background": handle_file(drawing_file), "layers": [], "composite": handle_file(drawing_file)}
+    client = Client(server, verbose=False)
+    arguments = ["Complete it (inpainting)", "", "7", 0.6, "DDIM", 6, 1.4, 0, 2]
+    seen, grid, files, summary, code = client.predict(sketch, *arguments, api_name="/draw")
+    names = [Path(f).name for f in files]
+    assert names == ["grid.png", "image_00.png", "image_01.png", "drawing.png", "mask.png"]
+    stroke = np.asarray(Image.open(files[3])) > 25
+    assert 30 < stroke.sum() < 300 and not (np.asarray(Image.open(files[4])) > 0)[stroke].any()  # strokes are kept
+    # The code beside the result, run on the downloaded drawing.png and mask.png, makes the same images.
+    for path in files[3:]:
+        shutil.copy(path, tmp_path / Path(path).name)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(code, namespace)  # noqa: S102 - the demo's own snippet
+    for path, image in zip(files[1:3], namespace["images"], strict=True):
+        assert np.abs(np.asarray(Image.open(path), dtype=int) - np.asarray(image, dtype=int)).max() <= 2
+    with pytest.raises(AppError, match="The drawing is blank"):
+        blank = tmp_path / "blank.png"
+        Image.new("RGB", (200, 200), "white").save(blank)
+        client.predict(
+            {"background": handle_file(blank), "layers": [], "composite": handle_file(blank)},
+            *arguments,
+            api_name="/draw",
+        )

@@ -357,7 +357,9 @@ class DemoHandlers:
         digit = sketch_to_digit(drawing)
         if digit is None:
             raise gr.Error("The drawing is blank: draw a digit (or part of one) on the sketchpad first.")
-        image = (digit + 1) / 2  # [0, 1], white on black
+        # The model gets drawing.png, the download, exactly: (28, 28) in [0, 1], white on black
+        sketch = to_images(digit)[0]
+        image = torch.from_numpy(np.asarray(sketch, dtype=np.float32) / 255).reshape(1, 1, *sketch.size[::-1])
         kind = DRAW_MODES[mode]
         options = {
             "prompt": prompt,
@@ -369,19 +371,20 @@ class DemoHandlers:
             "guidance_scale": guidance,
             "generator": [torch.Generator().manual_seed(seed + i) for i in range(count)],
         }
+        downloads = {"drawing.png": sketch}
         if kind == "img2img":
             pipe, options["strength"] = self.models.img2img[scheduler], strength
         else:
             pipe = self.models.inpaint[scheduler]
-            options["mask_image"] = (image < INK_THRESHOLD).float()
-            options["jump_n_sample"] = RESAMPLING[scheduler]
+            mask = (image < INK_THRESHOLD).float()  # white = repaint: everything but the strokes
+            options["mask_image"], options["jump_n_sample"] = mask, RESAMPLING[scheduler]
+            downloads["mask.png"] = to_images(mask * 2 - 1)[0]
         try:
             images = self.worker.submit(lambda: pipe(**options).images).result()
         except Exception as error:
             raise self.page_error(error) from None
         grid = square_grid(images)
-        sketch = to_images(digit)[0]
-        files = self.save_downloads(grid, images, extra={"drawing.png": sketch})
+        files = self.save_downloads(grid, images, extra=downloads)
         code = draw_snippet(
             kind,
             prompt,

@@ -178,33 +178,43 @@ def draw_snippet(
     model: str | None = None,
 ) -> str:
     r"""
-    Python that redraws the sketch as the Draw tab does: image-to-image (`mode="img2img"`) or inpainting around the
-    strokes (`mode="inpaint"`), from `drawing.png`, the sketch as the demo prepared it (offered as a download).
+    Python that redraws the sketch as the Draw tab does, image-to-image (`mode="img2img"`) or inpainting around the
+    strokes (`mode="inpaint"`), from the tab's downloads `drawing.png` (the sketch as the model sees it) and
+    `mask.png`; and the `mnist-diffusion img2img` / `inpaint` command with the same settings.
     """
     common = _conditioning(prompt, class_label) + [
-        "image=drawing",
+        "image=Image.open('drawing.png')",
         f"num_images_per_prompt={num_images}",
         f"num_inference_steps={steps}",
         f"guidance_scale={guidance:g}",
         f"generator=[torch.Generator().manual_seed({seed} + i) for i in range({num_images})]",
+        "invert=False",
     ]
+    options = _cli_options(prompt, class_label, scheduler, steps, guidance)
+    options += ["-n", str(num_images), "--seed", str(seed), "--no-invert"] + (["--model", model] if model else [])
     if mode == "img2img":
-        classes, imports = ("MnistImg2ImgPipeline",), ("from PIL import Image",)
+        classes = ("MnistImg2ImgPipeline",)
         lines = [
             "img2img = MnistImg2ImgPipeline.from_pipe(pipe)  # the same weights, no copy",
-            _call("images = img2img", common + [f"strength={strength:g}", "invert=False"]) + ".images",
+            _call("images = img2img", common + [f"strength={strength:g}"]) + ".images",
         ]
+        command = ["mnist-diffusion", "img2img", "drawing.png"] + options + ["--strength", f"{strength:g}"]
     else:
-        options = ["mask_image=mask", f"jump_n_sample={jump_n_sample}", "invert=False"]
-        classes, imports = ("MnistInpaintPipeline",), ("import numpy as np", "from PIL import Image")
+        classes = ("MnistInpaintPipeline",)
         lines = [
             "inpaint = MnistInpaintPipeline.from_pipe(pipe)  # the same weights, no copy",
-            "# keep the strokes, repaint everything else (white = repaint)",
-            "mask = Image.fromarray(((np.asarray(drawing) < 26) * 255).astype(np.uint8))",
-            _call("images = inpaint", common + options) + ".images",
+            _call(
+                "images = inpaint",
+                common + ["mask_image=Image.open('mask.png')", f"jump_n_sample={jump_n_sample}"],
+            )
+            + ".images",
         ]
+        command = ["mnist-diffusion", "inpaint", "drawing.png", "mask.png"] + options
+        command += ["--jump-n-sample", str(jump_n_sample)]
+    command += ["-o", "result.png"]
     return "\n".join(
-        _load_lines(scheduler, model, classes, imports)
-        + ["drawing = Image.open('drawing.png')  # 28x28, white on black, the demo's download"]
+        _load_lines(scheduler, model, classes, ("from PIL import Image",))
         + lines
+        + ["", "# The same settings from the command line (one generator for the whole grid, so other draws):"]
+        + [f"# {shlex.join(command)}"]
     )
