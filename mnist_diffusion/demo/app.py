@@ -49,6 +49,28 @@ def sketchpad(label: str, elem_id: str) -> gr.Sketchpad:
     )
 
 
+def conditioning_inputs(
+    prefix: str, class_choices: list[str], prompt: str, class_choice: str, optional: bool = False
+) -> tuple[gr.Textbox, gr.Dropdown]:
+    """A prompt box and a class dropdown, with element ids `{prefix}-prompt` and `{prefix}-class`."""
+    suffix = " (optional)" if optional else ""
+    return (
+        gr.Textbox(prompt, label=f"Prompt{suffix}", elem_id=f"{prefix}-prompt"),
+        gr.Dropdown(
+            class_choices,
+            value=class_choice,
+            label=f"Class{suffix}",
+            allow_custom_value=True,  # an unknown class gets the demo's own message, not Gradio's
+            elem_id=f"{prefix}-class",
+        ),
+    )
+
+
+def code_view(prefix: str, code: str) -> gr.Code:
+    """The tab's equivalent Python (and CLI) code, element id `{prefix}-code`."""
+    return gr.Code(code, language="python", label="The same in Python", elem_id=f"{prefix}-code")
+
+
 def sampling_inputs(prefix: str, steps: int) -> tuple[gr.Component, ...]:
     """Scheduler, steps, guidance and seed inputs, with element ids `{prefix}-...` for tests and styling."""
     scheduler = gr.Radio(list(SCHEDULER_NAMES), value="DPM-Solver++", label="Scheduler", elem_id=f"{prefix}-scheduler")
@@ -84,13 +106,8 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
         with gr.Tab("Generate", id="generate"):
             with gr.Row():
                 with gr.Column():
-                    prompt = gr.Textbox("a thick slanted 7", label="Prompt", elem_id="gen-prompt")
-                    class_choice = gr.Dropdown(
-                        handlers.class_choices,
-                        value=NO_CLASS,
-                        label="Class",
-                        allow_custom_value=True,
-                        elem_id="gen-class",
+                    prompt, class_choice = conditioning_inputs(
+                        "gen", handlers.class_choices, "a thick slanted 7", NO_CLASS
                     )
                     preset = gr.Dropdown(
                         [NO_CLASS] + STYLE_PRESETS, value=NO_CLASS, label="Style preset", elem_id="gen-preset"
@@ -102,23 +119,13 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                     grid = gr.Image(label="Grid", type="pil", format="png", interactive=False, elem_id="gen-grid")
                     summary = gr.Markdown(elem_id="gen-summary")
                     files = gr.File(label="Downloads (grid.png and each image)", height=260, elem_id="gen-files")
-            gen_code = gr.Code(
-                generate_snippet("a thick slanted 7", None, "DPM-Solver++", 20, 1.4, 0, 16, models.model),
-                language="python",
-                label="The same in Python",
-                elem_id="gen-code",
+            gen_code = code_view(
+                "gen", generate_snippet("a thick slanted 7", None, "DPM-Solver++", 20, 1.4, 0, 16, models.model)
             )
         with gr.Tab("Watch it denoise", id="watch"):
             with gr.Row():
                 with gr.Column():
-                    watch_prompt = gr.Textbox("", label="Prompt", elem_id="watch-prompt")
-                    watch_class = gr.Dropdown(
-                        handlers.class_choices,
-                        value=first_class,
-                        label="Class",
-                        allow_custom_value=True,
-                        elem_id="watch-class",
-                    )
+                    watch_prompt, watch_class = conditioning_inputs("watch", handlers.class_choices, "", first_class)
                     watch_scheduler, watch_steps, watch_guidance, watch_seed = sampling_inputs("watch", 20)
                     start = gr.Button("Start", variant="primary", elem_id="watch-button")
                 with gr.Column():
@@ -134,12 +141,7 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                 label="The classifier's reading of x_0",
                 elem_id="watch-readings",
             )
-            watch_code = gr.Code(
-                watch_snippet(None, 0, "DPM-Solver++", 20, 1.4, 0, models.model),
-                language="python",
-                label="The same in Python",
-                elem_id="watch-code",
-            )
+            watch_code = code_view("watch", watch_snippet(None, 0, "DPM-Solver++", 20, 1.4, 0, models.model))
             frames = gr.State([])
         with gr.Tab("The forward process", id="forward"):
             with gr.Row():
@@ -160,9 +162,7 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                         clean = gr.Image(label="x_0", format="png", interactive=False, elem_id="forward-clean")
                         noisy = gr.Image(label="x_t", format="png", interactive=False, elem_id="forward-noisy")
                     forward_info = gr.Markdown(elem_id="forward-info")
-            forward_code = gr.Code(
-                forward_snippet("7", 50, 0), language="python", label="The same in Python", elem_id="forward-code"
-            )
+            forward_code = code_view("forward", forward_snippet("7", 50, 0))
         with gr.Tab("Draw", id="draw"):
             with gr.Row():
                 with gr.Column():
@@ -176,13 +176,8 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                         label="Strength (image-to-image: how much to redraw)",
                         elem_id="draw-strength",
                     )
-                    draw_prompt = gr.Textbox("", label="Prompt (optional)", elem_id="draw-prompt")
-                    draw_class = gr.Dropdown(
-                        handlers.class_choices,
-                        value=NO_CLASS,
-                        label="Class (optional)",
-                        allow_custom_value=True,
-                        elem_id="draw-class",
+                    draw_prompt, draw_class = conditioning_inputs(
+                        "draw", handlers.class_choices, "", NO_CLASS, optional=True
                     )
                     draw_scheduler, draw_steps, draw_guidance, draw_seed = sampling_inputs("draw", 20)
                     draw_count = gr.Number(4, label=f"Images (1-{MAX_DRAW_IMAGES})", precision=0, elem_id="draw-count")
@@ -199,11 +194,8 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                     draw_files = gr.File(
                         label="Downloads (drawing.png, grid.png, each image)", height=260, elem_id="draw-files"
                     )
-            draw_code = gr.Code(
-                draw_snippet("img2img", None, None, 0.6, "DPM-Solver++", 20, 1.4, 0, 4, 1, models.model),
-                language="python",
-                label="The same in Python",
-                elem_id="draw-code",
+            draw_code = code_view(
+                "draw", draw_snippet("img2img", None, None, 0.6, "DPM-Solver++", 20, 1.4, 0, 4, 1, models.model)
             )
 
         generate_inputs = [prompt, class_choice, scheduler, steps, guidance, seed, count]
