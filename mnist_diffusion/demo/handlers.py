@@ -257,14 +257,15 @@ class DemoHandlers:
         done = self.worker.submit(run)
         code = watch_snippet(prompt, class_label, scheduler, steps, guidance, seed, self.models.model)
         frames, rows = [], []
-        while len(frames) < steps:
+        while True:
             try:
                 step, timestep, x_t, original = steps_done.get(timeout=0.1)
             except queue.Empty:
                 if not (done.done() and steps_done.empty()):
                     continue
-                error = done.exception() or RuntimeError("the sampler stopped before the last step")
-                raise self.page_error(error) from None
+                if done.exception() is not None:
+                    raise self.page_error(done.exception()) from None
+                break
             label, confidence = self.models.read(original)
             name = self.models.class_names[int(label)]
             reading = (
@@ -273,7 +274,16 @@ class DemoHandlers:
             )
             frames.append((enlarge(to_images(x_t)[0]), enlarge(to_images(original)[0]), reading))
             rows.append([step + 1, timestep, name, round(confidence.item(), 3)])
-            yield frames[-1][0], frames[-1][1], reading, rows, gr.Slider(value=step + 1), frames, code
+            yield (
+                frames[-1][0],
+                frames[-1][1],
+                reading,
+                rows,
+                gr.Slider(minimum=1, maximum=steps, value=step + 1, interactive=False),
+                frames,
+                code,
+            )
+        steps = len(rows)  # the scheduler's steps: `num_inference_steps` for the demo's schedulers
         final = rows[-1][2]
         stable = len(rows)
         while stable > 1 and rows[stable - 2][2] == final:
