@@ -33,7 +33,7 @@ def repaint_schedule(num_steps: int, jump_length: int, jump_n_sample: int) -> li
     Example:
 
     ```py
-    >>> from pipelines.pipeline_mnist_inpaint import repaint_schedule
+    >>> from mnist_diffusion.pipelines.pipeline_mnist_inpaint import repaint_schedule
 
     >>> repaint_schedule(6, jump_length=2, jump_n_sample=2)
     [0, 1, 0, 1, 2, 3, 2, 3, 4, 5]

@@ -264,3 +264,12 @@ def test_inpaint_bad_input(inpaint, kwargs, message):
     with pytest.raises(ValueError, match=message):
         inpaint(**{"image": digit(), "mask_image": top_half_mask(), "class_labels": 1, **kwargs})
     assert calls == []
+
+
+def test_inpainting_from_part_of_the_schedule_keeps_the_known_pixels(inpaint):
+    out = inpaint(
+        image=digit(), mask_image=top_half_mask(), class_labels=1, strength=0.5, num_inference_steps=8,
+        jump_length=2, jump_n_sample=2, generator=seeded(), output_type="np",
+    )  # fmt: skip
+    assert inpaint.num_timesteps == len(repaint_schedule(4, 2, 2))  # the last half of 8 steps, resampled
+    assert np.abs(np.round(out.images[0, 4:, :, 0] * 255) - digit()[4:]).max() <= 1

@@ -61,9 +61,9 @@ def test_diffusers_sd_cfg_cutoff_callback_works(tiny_pipeline):
     calls = count_unet_batches(tiny_pipeline)
     callback = SDCFGCutoffCallback(cutoff_step_ratio=0.5)
     out = run(tiny_pipeline, prompt="a 7", guidance_scale=4.0, callback_on_step_end=callback)
-    assert not torch.equal(out, run(tiny_pipeline, prompt="a 7", guidance_scale=4.0))
     assert calls == [2, 2, 2, 1]  # the callback cuts guidance at step int(4 * 0.5) = 2, after that step ran
     assert tiny_pipeline.guidance_scale == 0.0
+    assert not torch.equal(out, run(tiny_pipeline, prompt="a 7", guidance_scale=4.0))
     calls.clear()
     # several images per prompt: its one conditional row serves every image
     many = run(tiny_pipeline, prompt="a 7", guidance_scale=4.0, num_images_per_prompt=3, callback_on_step_end=callback)
