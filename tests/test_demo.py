@@ -113,6 +113,12 @@ def read_grid(path: Path, classifier: MnistClassifier, cell: int = 28) -> list[i
     return labels.tolist()
 
 
+def download_image(page, selector: str, path: Path) -> Path:
+    """Fetch the picture an <img> of the page shows, as the browser does."""
+    path.write_bytes(page.request.get(page.locator(selector).get_attribute("src")).body())
+    return path
+
+
 def download(page, selector: str, path: Path) -> Path:
     with page.expect_download() as event:
         page.locator(selector).click()
@@ -170,8 +176,13 @@ def test_forward_process_slider_noises_the_digit(page, tmp_path):
     page.locator("#forward-noise input[type=range]").fill("90")
     page.get_by_text("timestep t=899").wait_for()
     assert noisy.get_attribute("src") != before
-    choose(page, "forward-source", "test digit 12 (a 2)")
-    page.get_by_text("timestep t=899").wait_for()
+    choose(page, "forward-source", "my drawing")
+    page.get_by_text("The drawing is blank").wait_for()  # nothing drawn yet: a message, not a crash
+    draw_stroke(page, "forward-sketch", [(0.3, 0.2), (0.7, 0.2), (0.45, 0.85)])  # a "7"
+    page.locator("#forward-noise input[type=range]").fill("10")
+    page.get_by_text("timestep t=99,").wait_for()
+    clean = np.asarray(Image.open(download_image(page, "#forward-clean img", tmp_path / "clean.png")))
+    assert clean.shape == (224, 224) and clean.max() == 255 and clean[0, 0] == 0  # the stroke, white on black
     screenshot(page, "demo_forward.png", tmp_path)
 
 
