@@ -91,7 +91,7 @@ class MnistDiffusionPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        unet: torch.nn.Module,
+        unet: torch.nn.Module | None,
         scheduler: SchedulerMixin,
         text_encoder: torch.nn.Module | None = None,
         tokenizer: Any | None = None,
@@ -100,15 +100,16 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         super().__init__()
         if (text_encoder is None) != (tokenizer is None):
             raise ValueError("Pass both `text_encoder` and `tokenizer`, or neither (a class-only model).")
-        cross_attention_dim = unet.config.get("cross_attention_dim")  # a class-only UNet2DModel has none
-        if text_encoder is not None and cross_attention_dim != text_encoder.config.hidden_size:
+        # `unet=None` (e.g. `from_pretrained(path, unet=None)`) keeps only what encodes prompts.
+        cross_attention_dim = unet.config.get("cross_attention_dim") if unet is not None else None
+        if unet is not None and text_encoder is not None and cross_attention_dim != text_encoder.config.hidden_size:
             raise ValueError(
                 f"The text encoder's hidden size ({text_encoder.config.hidden_size}) does not match the UNet's "
                 f"`cross_attention_dim` ({cross_attention_dim})."
             )
         if id2label is not None:
             id2label = {str(int(k)): str(v) for k, v in sorted(id2label.items(), key=lambda item: int(item[0]))}
-            num_classes = (unet.config.num_class_embeds or 1) - 1
+            num_classes = (unet.config.num_class_embeds or 1) - 1 if unet is not None else len(id2label)
             if [int(k) for k in id2label] != list(range(num_classes)):
                 raise ValueError(
                     f"`id2label` must name classes 0..{num_classes - 1} (the UNet has {num_classes} classes plus "
@@ -144,8 +145,9 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         r"""
         Upload this pipeline, its model card, sample grid and community code to the Hub repo `repo_id` in one commit.
 
-        Arguments (`token`, `private`, `revision`, `create_pr`, `variant`, `delete_missing`, ...) are those of
-        [`mnist_diffusion.hub.push_pipeline_to_hub`]; returns its [`~huggingface_hub.CommitInfo`].
+        Arguments (`token`, `private`, `revision`, `create_pr`, `variant`, `safe_serialization`, `subfolder`,
+        `delete_missing`, ...) are those of [`mnist_diffusion.hub.push_pipeline_to_hub`]; returns its
+        [`~huggingface_hub.CommitInfo`].
 
         Example:
 
@@ -179,6 +181,50 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         new = cls(**{**components, **kwargs})
         new.set_progress_bar_config(**getattr(pipeline, "_progress_bar_config", {}))
         return new
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = None,
+        push_to_hub: bool = False,
+        **kwargs,
+    ) -> CommitInfo | None:
+        r"""
+        Save the pipeline to `save_directory` (diffusers' `save_pretrained`), then push it if asked.
+
+        With `push_to_hub=True`, the pipeline goes to the Hub through [`~MnistDiffusionPipeline.push_to_hub`]
+        (community code, model card and samples, one commit), to `repo_id` (default: the folder's name), with the
+        folder's `training_args.json` and `eval_results.json` on the card; the other `kwargs` (`token`, `private`,
+        `create_pr`, `commit_message`, `subfolder`, ...) are those of [`mnist_diffusion.hub.push_pipeline_to_hub`],
+        and `variant` (`"fp16"` or `"bf16"`) also uploads half-precision weights. Returns the commit when pushing.
+
+        Example:
+
+        ```py
+        >>> pipe.save_pretrained("mnist-text", push_to_hub=True, repo_id="user/mnist-text")  # doctest: +SKIP
+        ```
+        """
+        if push_to_hub:  # refuse what cannot be pushed before writing anything
+            from mnist_diffusion.hub import VARIANT_DTYPES, resolve_token
+
+            if variant is not None and variant not in VARIANT_DTYPES:
+                raise ValueError(f"Unknown variant {variant!r} to push; expected one of {sorted(VARIANT_DTYPES)}.")
+            kwargs["token"] = resolve_token(kwargs.get("token"))
+        super().save_pretrained(
+            save_directory, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size
+        )
+        if not push_to_hub:
+            return None
+        from mnist_diffusion.hub import EVAL_RESULTS_FILE, TRAINING_ARGS_FILE, push_pipeline_to_hub
+        from mnist_diffusion.model_card import read_json_file
+
+        repo_id = kwargs.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
+        for key, file in (("training_args", TRAINING_ARGS_FILE), ("eval_results", EVAL_RESULTS_FILE)):
+            if key not in kwargs:
+                kwargs[key] = read_json_file(os.path.join(save_directory, file))
+        return push_pipeline_to_hub(self, repo_id, variant=variant, safe_serialization=safe_serialization, **kwargs)
 
     @property
     def num_classes(self) -> int:
@@ -554,6 +600,8 @@ class MnistDiffusionPipeline(DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         else:
             latents = latents.to(device=device, dtype=dtype)
+            if not torch.isfinite(latents).all():
+                raise ValueError("`latents` hold NaN or infinite values; expected finite initial noise.")
         return latents * self.scheduler.init_noise_sigma
 
     def prepare_extra_step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None) -> dict:

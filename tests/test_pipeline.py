@@ -273,3 +273,10 @@ def test_mismatched_components_are_refused(tiny_pipeline):
         MnistDiffusionPipeline(tiny_pipeline.unet, tiny_pipeline.scheduler, id2label={"0": "zero"})
     with pytest.raises(ValueError, match="both `text_encoder` and `tokenizer`"):
         MnistDiffusionPipeline(tiny_pipeline.unet, tiny_pipeline.scheduler, text_encoder=tiny_pipeline.text_encoder)
+
+
+def test_non_finite_latents_are_refused(tiny_pipeline):
+    latents = torch.randn(1, 1, 8, 8)
+    latents[0, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="`latents` hold NaN or infinite values"):
+        tiny_pipeline(class_labels=3, num_inference_steps=2, latents=latents)

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 import datasets
+import PIL.Image
 import torch
 from diffusers.image_processor import VaeImageProcessor
+from matplotlib.figure import Figure
 
 from ..data import decode_images, load_split
 from ..interpolation import interpolate
@@ -23,14 +25,28 @@ from ..visualization import (
     save_gif,
     style_grid,
 )
-from .loading import SCHEDULERS, open_pipeline, parse_class_label
+from .loading import (
+    SCHEDULERS,
+    check_image_output,
+    check_model_argument,
+    finite_float,
+    open_pipeline,
+    parse_class_label,
+)
 
 
 def _output(path: str, suffix: str) -> Path:
-    """`path` with `suffix`, its folder created."""
-    output = Path(path).with_suffix(suffix)
+    """`path` with `suffix`, checked before any work (not a folder, inside a writable one)."""
+    return check_image_output("-o/--output", Path(path).with_suffix(suffix))
+
+
+def _save(figure: PIL.Image.Image | Figure, output: Path) -> None:
+    """Save a PIL image or a matplotlib figure to `output`, its folder created."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    return output
+    if isinstance(figure, Figure):
+        figure.savefig(output)
+    else:
+        figure.save(output)
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -67,12 +83,13 @@ def forward(args: argparse.Namespace) -> Path:
     if args.model is None:
         scheduler = MnistDDPMScheduler()
     else:
+        check_model_argument(args.model)
         scheduler = MnistDDPMScheduler.from_pretrained(args.model, subfolder="scheduler")
+    output = _output(args.output, ".png")
     digit, name = load_digit(args)
     generator = torch.Generator().manual_seed(args.seed)
     figure = forward_process_figure(scheduler, digit, generator=generator, scale=args.scale)
-    output = _output(args.output, ".png")
-    figure.save(output)
+    _save(figure, output)
     print(f"Saved the forward process of {name} to {output}")
     return output
 
@@ -81,6 +98,7 @@ def denoise(args: argparse.Namespace) -> tuple[Path, Path]:
     """Save the denoising trajectory of a prompt and/or class label as a PNG figure and a GIF."""
     if args.prompt is None and args.class_label is None:
         raise ValueError("Give a prompt, --class-label, or both.")
+    png, gif = _output(args.output, ".png"), _output(args.output, ".gif")
     pipe = open_pipeline(args.model, args.scheduler)
     kwargs = _sampling_kwargs(args)
     scale = kwargs.pop("scale")
@@ -88,8 +106,7 @@ def denoise(args: argparse.Namespace) -> tuple[Path, Path]:
         prompt=args.prompt, class_labels=parse_class_label(args.class_label), return_trajectory=True, **kwargs
     ).trajectory
     title = " + ".join(part for part in (args.prompt, args.class_label and f"class {args.class_label}") if part)
-    png, gif = _output(args.output, ".png"), _output(args.output, ".gif")
-    denoising_figure(trajectory, num_columns=args.columns, title=title, scale=scale).save(png)
+    _save(denoising_figure(trajectory, num_columns=args.columns, title=title, scale=scale), png)
     save_gif(denoising_frames(trajectory, title=title, scale=scale), gif)
     print(f"Saved the denoising trajectory of {title!r} to {png} and {gif} ({len(trajectory.timesteps)} frames)")
     return png, gif
@@ -97,20 +114,20 @@ def denoise(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def styles(args: argparse.Namespace) -> Path:
     """Save one class in every style (thickness x slant, optionally size)."""
+    output = _output(args.output, ".png")
     pipe = open_pipeline(args.model, args.scheduler)
     figure = style_grid(pipe, parse_class_label(args.label), args.num_images, args.sizes, **_sampling_kwargs(args))
-    output = _output(args.output, ".png")
-    figure.save(output)
+    _save(figure, output)
     print(f"Saved the styles of {args.label!r} to {output}")
     return output
 
 
 def classes(args: argparse.Namespace) -> Path:
     """Save a grid of every class, a row per class."""
+    output = _output(args.output, ".png")
     pipe = open_pipeline(args.model, args.scheduler)
     figure = class_grid(pipe, args.num_images, **_sampling_kwargs(args))
-    output = _output(args.output, ".png")
-    figure.save(output)
+    _save(figure, output)
     print(f"Saved {args.num_images} samples of {pipe.num_classes} classes to {output}")
     return output
 
@@ -146,9 +163,9 @@ def interpolation(args: argparse.Namespace) -> Path:
 
 def training(args: argparse.Namespace) -> Path:
     """Plot the loss, learning rate and evaluation curves of a training run."""
-    curves = read_training_curves(args.run)
     output = _output(args.output, ".png")
-    plot_training_curves(curves, title=str(args.run)).savefig(output)
+    curves = read_training_curves(args.run)
+    _save(plot_training_curves(curves, title=str(args.run)), output)
     print(f"Saved the curves of {args.run} ({', '.join(sorted(curves))}) to {output}")
     return output
 
@@ -166,7 +183,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     sampling = argparse.ArgumentParser(add_help=False, parents=[common])
     sampling.add_argument("--model", help="A saved pipeline (folder or Hub repo id); default: the released model.")
     sampling.add_argument("--steps", type=int, default=50, help="Denoising steps (default 50).")
-    sampling.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (default 3.0).")
+    sampling.add_argument(
+        "--guidance-scale", type=finite_float, default=3.0, help="Classifier-free guidance (default 3.0)."
+    )
     sampling.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
 
     fwd = figures.add_parser(
