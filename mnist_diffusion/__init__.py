@@ -2,7 +2,13 @@
 
 from .hub import push_checkpoint, push_pipeline_to_hub
 from .models import MnistUNet2DConditionModel
-from .pipelines import DenoisingTrajectory, MnistDiffusionPipeline, MnistDiffusionPipelineOutput
+from .pipelines import (
+    DenoisingTrajectory,
+    MnistDiffusionPipeline,
+    MnistDiffusionPipelineOutput,
+    MnistImg2ImgPipeline,
+    MnistInpaintPipeline,
+)
 from .schedulers import MnistDDPMScheduler
 from .text_encoding import build_caption_tokenizer, build_text_encoder, build_text_encoder_config
 
@@ -13,6 +19,8 @@ __all__ = [
     "MnistDDPMScheduler",
     "MnistDiffusionPipeline",
     "MnistDiffusionPipelineOutput",
+    "MnistImg2ImgPipeline",
+    "MnistInpaintPipeline",
     "MnistUNet2DConditionModel",
     "build_caption_tokenizer",
     "build_text_encoder",

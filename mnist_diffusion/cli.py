@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import analyze, evaluate, generate, push, visualize
+from .commands import analyze, demo, evaluate, generate, img2img, inpaint, push, visualize
 
 # Each module adds its subcommand with `register(subparsers)`; the order is the order of `mnist-diffusion --help`.
-COMMANDS = [generate, evaluate, analyze, visualize, push]
+COMMANDS = [generate, img2img, inpaint, evaluate, analyze, visualize, push, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `mnist-diffusion` command."""
     parser = argparse.ArgumentParser(
-        prog="mnist-diffusion", description="Generate, evaluate, visualise and share MNIST-family diffusion models."
+        prog="mnist-diffusion",
+        description="Generate, evaluate, visualise, share and demo MNIST-family diffusion models.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:

@@ -21,8 +21,8 @@ COMMUNITY_MODULES: dict[str, str] = {
 }
 
 #: Methods that only make sense with this package installed (they call `mnist_diffusion.hub`); left out of uploads,
-#: where diffusers' generic `DiffusionPipeline.from_pretrained` does the loading.
-PACKAGE_ONLY_METHODS = ("from_pretrained", "push_to_hub")
+#: where diffusers' generic `DiffusionPipeline.from_pretrained` and `save_pretrained` do the work.
+PACKAGE_ONLY_METHODS = ("from_pretrained", "push_to_hub", "save_pretrained")
 
 _PACKAGE_IMPORT = re.compile(r"^(?P<indent>[ \t]*)from mnist_diffusion\.(?P<path>[\w.]+) import ", flags=re.MULTILINE)
 _OTHER_PACKAGE_IMPORT = re.compile(r"^[ \t]*(import mnist_diffusion\b|from mnist_diffusion import |from \.)", re.M)

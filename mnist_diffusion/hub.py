@@ -8,13 +8,20 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers.models.modeling_utils import ModelMixin
-from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, snapshot_download
+from huggingface_hub import (
+    CommitInfo,
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    get_token,
+    snapshot_download,
+)
 
 from .community_code import COMMUNITY_MODULES, export_community_code, is_community_layout, package_class
 from .model_card import SAMPLES_FILE, read_json_file, render_model_card, sample_grid
@@ -27,6 +34,53 @@ VARIANT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 #: Libraries whose classes a community-layout `model_index.json` may name besides the uploaded code.
 LOADABLE_LIBRARIES = ("diffusers", "transformers")
 DOWNLOAD_KWARGS = ("revision", "token", "cache_dir", "force_download", "local_files_only")
+#: `from_pretrained` options passed on to every model component, as diffusers' pipeline loader passes them.
+MODEL_LOADING_KWARGS = ("low_cpu_mem_usage", "use_safetensors")
+#: Where pushes stage the files of their commit, one `<pid>-<id>` folder each; a push removes the folders of
+#: processes that no longer run (a killed push leaves its staging folder, full weights included, until then).
+STAGING_ROOT = Path(tempfile.gettempdir()) / "mnist-diffusion-push"
+
+
+def resolve_token(token: str | bool | None) -> str:
+    """The Hub token to write with: `token`, else `HF_TOKEN` or `hf auth login`'s; `ValueError` when there is none."""
+    token = get_token() if token is None or token is True else token
+    if not token:
+        raise ValueError(
+            "No Hugging Face token found; expected the HF_TOKEN environment variable or a token saved with "
+            "`hf auth login` (a token with write access)."
+        )
+    return token
+
+
+def normalize_subfolder(subfolder: str | None) -> str:
+    """`subfolder` as a relative repo path without surrounding slashes ("" for the root); refuses `..` and `.`."""
+    parts = [part for part in (subfolder or "").replace("\\", "/").split("/") if part]
+    if any(part in (".", "..") for part in parts):
+        raise ValueError(f"`subfolder` is {subfolder!r}; expected a folder path inside the repo, without '.' or '..'.")
+    return "/".join(parts)
+
+
+def _process_is_running(pid: int) -> bool:
+    """Whether a process `pid` exists (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _staging_folder() -> Path:
+    """A new staging folder under [`STAGING_ROOT`], after removing those left by pushes that were killed."""
+    STAGING_ROOT.mkdir(parents=True, exist_ok=True)
+    for folder in STAGING_ROOT.iterdir():
+        pid = folder.name.split("-", 1)[0]
+        if pid.isdigit() and not _process_is_running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    folder = STAGING_ROOT / f"{os.getpid()}-{uuid.uuid4().hex}"
+    folder.mkdir()
+    return folder
 
 
 def _commit_folder(
@@ -68,13 +122,15 @@ def _prepare_repo(api: HfApi, repo_id: str, private: bool | None, revision: str 
     return repo_id
 
 
-def _save_variant(pipeline: MnistDiffusionPipeline, folder: Path, variant: str) -> None:
-    """Add `<weights>.<variant>.safetensors` of every model of `pipeline` to its saved `folder` (configs untouched)."""
-    with tempfile.TemporaryDirectory() as variant_dir:
+def _save_variant(
+    pipeline: MnistDiffusionPipeline, folder: Path, variant: str, safe_serialization: bool, scratch: Path
+) -> None:
+    """Add `<weights>.<variant>.<ext>` of every model of `pipeline` to its saved `folder` (configs untouched)."""
+    with tempfile.TemporaryDirectory(dir=scratch) as variant_dir:
         for name, component in pipeline.components.items():
             if isinstance(component, torch.nn.Module):
                 copy.deepcopy(component).to(VARIANT_DTYPES[variant]).save_pretrained(
-                    Path(variant_dir) / name, variant=variant
+                    Path(variant_dir) / name, variant=variant, safe_serialization=safe_serialization
                 )
                 for weights in (Path(variant_dir) / name).glob(f"*.{variant}.*"):
                     shutil.copy2(weights, folder / name / weights.name)
@@ -90,6 +146,8 @@ def push_pipeline_to_hub(
     commit_message: str | None = None,
     create_pr: bool = False,
     variant: str | None = None,
+    safe_serialization: bool = True,
+    subfolder: str | None = None,
     delete_missing: bool = False,
     training_args: dict[str, Any] | None = None,
     eval_results: dict[str, Any] | None = None,
@@ -98,28 +156,36 @@ def push_pipeline_to_hub(
     license: str = "apache-2.0",
 ) -> CommitInfo:
     r"""
-    Upload a pipeline to the Hub in one commit: weights (safetensors), configs, community code, model card, samples.
+    Upload a pipeline to the Hub in one commit: weights, configs, community code, model card, samples.
 
     The repo gets what `save_pretrained` writes, with `model_index.json` in diffusers' community-components layout
     and the package's own source files beside it (see [`~mnist_diffusion.community_code.export_community_code`]),
     so `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)` works without this package and
     `MnistDiffusionPipeline.from_pretrained(repo_id)` with it. The commit is atomic: an interrupted push leaves the
     repo as it was. Files already in the repo and not part of the push (checkpoints, the user's own files) are
-    kept, unless `delete_missing=True`.
+    kept, unless `delete_missing=True`. The files are staged in a folder of [`STAGING_ROOT`]; one left by a killed
+    push is removed by the next push.
 
     Args:
         pipeline ([`MnistDiffusionPipeline`], `str` or `os.PathLike`): The pipeline, or a folder it was saved to
             (its `training_args.json` and `eval_results.json` are then picked up).
         repo_id (`str`): `"user/name"`; created if needed.
-        token (`str`, *optional*): Defaults to `HF_TOKEN` or the token saved by `hf auth login`.
+        token (`str`, *optional*): Defaults to `HF_TOKEN` or the token saved by `hf auth login`; `ValueError`
+            before any work when there is none.
         private (`bool`, *optional*): Visibility of a newly created repo (an existing repo keeps its own).
         revision (`str`, *optional*): Branch to push to, created from `main` if needed; defaults to `main`.
         commit_message (`str`, *optional*): Defaults to `"Upload MnistDiffusionPipeline"`.
         create_pr (`bool`, defaults to `False`): Open a pull request instead of committing to the branch.
         variant (`str`, *optional*): Also upload `"fp16"` or `"bf16"` copies of the weights, loaded with
-            `from_pretrained(repo_id, variant="fp16", torch_dtype=torch.float16)`.
-        delete_missing (`bool`, defaults to `False`): Delete the repo's files that this push does not contain
-            (except `.gitattributes`), in the same commit.
+            `from_pretrained(repo_id, variant="fp16", dtype=torch.float16)`.
+        safe_serialization (`bool`, defaults to `True`): Weights as safetensors; `False` uploads PyTorch pickles
+            (`*.bin`) of the diffusers components, as diffusers' `push_to_hub` does (transformers 5 saves the text
+            encoder as safetensors whatever it is asked).
+        subfolder (`str`, *optional*): Put the pipeline in this folder of the repo (load it with
+            `from_pretrained(repo_id, subfolder=...)`). As with diffusers' `push_to_hub`, no model card is written
+            then: the repo's `README.md` belongs to its root.
+        delete_missing (`bool`, defaults to `False`): Delete the repo's files (under `subfolder`, if given) that this
+            push does not contain (except `.gitattributes`), in the same commit.
         training_args (`dict`, *optional*): Training arguments for the card; defaults to `training_args.json` in the
             pipeline's folder.
         eval_results (`dict`, *optional*): `{"dataset": ..., "split": ..., "metrics": {...}}` for the card; defaults
@@ -142,6 +208,8 @@ def push_pipeline_to_hub(
     """
     if variant is not None and variant not in VARIANT_DTYPES:
         raise ValueError(f"Unknown variant {variant!r}; expected one of {sorted(VARIANT_DTYPES)} or None.")
+    subfolder = normalize_subfolder(subfolder)
+    token = resolve_token(token)
     if not isinstance(pipeline, MnistDiffusionPipeline):
         if not (Path(pipeline) / "model_index.json").is_file():
             raise ValueError(f"{pipeline} is not a saved pipeline; expected a folder with a model_index.json.")
@@ -155,39 +223,45 @@ def push_pipeline_to_hub(
             eval_results if eval_results is not None else read_json_file(Path(source_dir) / EVAL_RESULTS_FILE)
         )
     api = HfApi(token=token)
-    with tempfile.TemporaryDirectory() as staging:
-        staging = Path(staging)
-        pipeline.save_pretrained(staging, safe_serialization=True)
+    scratch = _staging_folder()
+    try:
+        staging = scratch / "repo"
+        folder = staging / subfolder
+        pipeline.save_pretrained(folder, safe_serialization=safe_serialization)
         if variant is not None:
-            _save_variant(pipeline, staging, variant)
-        export_community_code(staging)
+            _save_variant(pipeline, folder, variant, safe_serialization, scratch)
+        export_community_code(folder)
         for name, content in ((TRAINING_ARGS_FILE, training_args), (EVAL_RESULTS_FILE, eval_results)):
             if content is not None:
-                (staging / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+                (folder / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         caption = None
         if samples:
             grid, caption = sample_grid(pipeline, num_inference_steps=sample_steps)
-            grid.save(staging / SAMPLES_FILE)
+            grid.save(folder / SAMPLES_FILE)
         repo_id = _prepare_repo(api, repo_id, private, revision)
-        card = render_model_card(
-            pipeline,
-            repo_id,
-            revision=revision,
-            training_args=training_args,
-            eval_results=eval_results,
-            samples_caption=caption,
-            license=license,
-        )
-        card.save(staging / "README.md")
+        if not subfolder:
+            card = render_model_card(
+                pipeline,
+                repo_id,
+                revision=revision,
+                training_args=training_args,
+                eval_results=eval_results,
+                samples_caption=caption,
+                license=license,
+            )
+            card.save(folder / "README.md")
         return _commit_folder(
             api,
-            staging,
+            folder,
             repo_id,
+            path_in_repo=subfolder,
             revision=revision,
             commit_message=commit_message or f"Upload {type(pipeline).__name__}",
             create_pr=create_pr,
             delete_missing=delete_missing,
         )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def push_checkpoint(
@@ -216,7 +290,7 @@ def push_checkpoint(
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir() or not any(path.is_file() for path in checkpoint_dir.rglob("*")):
         raise ValueError(f"Checkpoint folder {checkpoint_dir} does not exist or is empty; expected saved state files.")
-    api = HfApi(token=token)
+    api = HfApi(token=resolve_token(token))
     repo_id = _prepare_repo(api, repo_id, private, revision)
     return _commit_folder(
         api,
@@ -231,13 +305,14 @@ def push_checkpoint(
 
 
 def _load_component(
-    component_class: type, folder: Path, name: str, torch_dtype: torch.dtype | None, variant: str | None
+    component_class: type, folder: Path, name: str, dtype: torch.dtype | None, variant: str | None, options: dict
 ) -> Any:
-    """Load one component from `folder/name` with `component_class` (dtype and variant apply to models only)."""
+    """Load one component from `folder/name` with `component_class` (dtype, variant and `options` for models only)."""
     kwargs: dict[str, Any] = {"subfolder": name}
     if issubclass(component_class, torch.nn.Module):
-        if torch_dtype is not None:
-            kwargs["torch_dtype" if issubclass(component_class, ModelMixin) else "dtype"] = torch_dtype
+        kwargs.update(options)
+        if dtype is not None:
+            kwargs["dtype"] = dtype
         if variant is not None and any((folder / name).glob(f"*.{variant}.*")):
             kwargs["variant"] = variant
     return component_class.from_pretrained(folder, **kwargs)
@@ -247,17 +322,19 @@ def _load_community_layout(
     pipeline_class: type[MnistDiffusionPipeline],
     folder: Path,
     model_index: dict[str, Any],
-    torch_dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None,
     variant: str | None = None,
     **kwargs,
 ) -> MnistDiffusionPipeline:
     """Build a pipeline from a community-layout folder with the installed classes; `kwargs` replace components."""
+    options = {key: kwargs.pop(key) for key in MODEL_LOADING_KWARGS if key in kwargs}
     expected_modules, optional_kwargs = map(set, pipeline_class._get_signature_keys(pipeline_class))
     unknown = sorted(set(kwargs) - expected_modules - optional_kwargs)
     if unknown:
         raise ValueError(
             f"Unexpected arguments {unknown} for loading {pipeline_class.__name__}; expected components or options "
-            f"among {sorted(expected_modules | optional_kwargs)} or {['torch_dtype', 'variant', *DOWNLOAD_KWARGS]}."
+            f"among {sorted(expected_modules | optional_kwargs)} or "
+            f"{['dtype', 'variant', 'subfolder', *MODEL_LOADING_KWARGS, *DOWNLOAD_KWARGS]}."
         )
     if variant is not None and not any(folder.glob(f"*/*.{variant}.*")):
         raise ValueError(f"No weights of variant {variant!r} in {folder}; push them with `variant={variant!r}`.")
@@ -276,8 +353,32 @@ def _load_community_layout(
                 f"model_index.json names {name} = [{library!r}, {class_name!r}]; expected a library among "
                 f"{list(LOADABLE_LIBRARIES)} or community code among {sorted(COMMUNITY_MODULES)}."
             )
-        init_kwargs[name] = _load_component(component_class, folder, name, torch_dtype, variant)
+        init_kwargs[name] = _load_component(component_class, folder, name, dtype, variant, options)
     return pipeline_class(**init_kwargs, **kwargs)
+
+
+def read_model_index(folder: Path, name: str, passed: set[str]) -> dict[str, Any]:
+    r"""
+    The `model_index.json` of the pipeline folder `folder` (`name` as the user gave it), checked before loading:
+    `OSError` naming the file when it is missing or not JSON, or naming the component folder that is missing
+    (components in `passed`, given to `from_pretrained` by the caller, need none).
+    """
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise OSError(f"{name} has no model_index.json; expected a pipeline saved with `save_pretrained` or pushed.")
+    try:
+        model_index = read_json_file(index_path)
+    except ValueError as error:
+        raise OSError(f"{error} Save or push the pipeline again.") from None
+    for component, entry in model_index.items():
+        if component.startswith("_") or component in passed or not isinstance(entry, list) or entry[0] is None:
+            continue
+        if not (folder / component).is_dir():
+            raise OSError(
+                f"{name} has no {component}/ folder, but its model_index.json names a {entry[1]} there; expected "
+                f"the complete folder written by `save_pretrained` (or pass `{component}=...`)."
+            )
+    return model_index
 
 
 def load_pipeline(
@@ -299,7 +400,9 @@ def load_pipeline(
         load_saved (`Callable`): Loader for folders written by `save_pretrained`, called as
             `load_saved(folder, **kwargs)`.
         kwargs: `revision`, `token`, `cache_dir`, `force_download`, `local_files_only` for the download;
-            `torch_dtype`, `variant`, components (`unet=...`) and `id2label` for the pipeline.
+            `subfolder` for a pipeline pushed into a folder of the repo; `dtype` (or diffusers' older name
+            `torch_dtype`), `variant`, `low_cpu_mem_usage`, `use_safetensors`, components (`unet=...`, or
+            `unet=None` to load only what encodes text) and `id2label` for the pipeline.
 
     Example:
 
@@ -307,20 +410,27 @@ def load_pipeline(
     >>> from mnist_diffusion import MnistDiffusionPipeline
 
     >>> pipe = MnistDiffusionPipeline.from_pretrained("user/mnist-diffusion", revision="main")  # doctest: +SKIP
+    >>> text_only = MnistDiffusionPipeline.from_pretrained("user/mnist-diffusion", unet=None)  # doctest: +SKIP
     ```
     """
     name = str(pretrained_model_name_or_path)
+    subfolder = normalize_subfolder(kwargs.pop("subfolder", None))
     if os.path.isdir(name):
-        folder = Path(name)
+        folder = Path(name) / subfolder
     else:
         download_kwargs = {key: kwargs.pop(key) for key in DOWNLOAD_KWARGS if key in kwargs}
         ignore_patterns = [f"{CHECKPOINTS_FOLDER}/*"]
         ignore_patterns += [f"*.{variant}.*" for variant in VARIANT_DTYPES if variant != kwargs.get("variant")]
-        folder = Path(snapshot_download(name, ignore_patterns=ignore_patterns, **download_kwargs))
-    index_path = folder / "model_index.json"
-    if not index_path.is_file():
-        raise OSError(f"{name} has no model_index.json; expected a pipeline saved with `save_pretrained` or pushed.")
-    model_index = json.loads(index_path.read_text(encoding="utf-8"))
+        allow_patterns = [f"{subfolder}/*"] if subfolder else None
+        snapshot = snapshot_download(
+            name, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns, **download_kwargs
+        )
+        folder = Path(snapshot) / subfolder
+    if kwargs.get("torch_dtype") is not None and kwargs.get("dtype") is not None:
+        raise ValueError("Got both `dtype` and `torch_dtype`; pass only `dtype` (diffusers' newer name).")
+    if "torch_dtype" in kwargs:
+        kwargs["dtype"] = kwargs.pop("torch_dtype")
+    model_index = read_model_index(folder, f"{name}/{subfolder}" if subfolder else name, set(kwargs))
     if not is_community_layout(model_index):
         return load_saved(folder, **kwargs)
     for key in DOWNLOAD_KWARGS:

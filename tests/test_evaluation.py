@@ -238,5 +238,5 @@ def test_cli_bad_input(cli_inputs, tmp_path, capsys):
     assert "--num-samples is 0; expected at least 1" in capsys.readouterr().err
     missing = str(tmp_path / "no" / "such" / "model")
     assert main(["evaluate", "--model", missing, "--output-dir", output]) == 2
-    assert f"--model {missing!r} is not a folder and not a Hub repo id" in capsys.readouterr().err
+    assert f"--model {missing!r} is a path, but that folder does not exist" in capsys.readouterr().err
     assert not (tmp_path / "report").exists()

@@ -315,3 +315,88 @@ def test_training_pushes_its_pipeline_card_and_checkpoints(hub, tmp_path):
     loaded = load("user/trained")
     assert loaded.config.id2label == {"0": "0", "1": "1", "2": "2", "3": "3"}
     assert loaded(class_labels="3", num_inference_steps=2, output_type="np").images.shape == (1, 8, 8, 1)
+
+
+def test_unet_none_loads_only_what_encodes_text(hub, pushed, tmp_path):
+    pipe, _ = pushed
+    pipe.save_pretrained(tmp_path / "saved")
+    for source in ("user/tiny", tmp_path / "saved"):
+        text_only = load(source, unet=None)
+        assert text_only.unet is None and type(text_only.scheduler) is MnistDDPMScheduler
+        assert text_only.config.id2label == pipe.config.id2label
+        for name, tensor in pipe.text_encoder.state_dict().items():
+            torch.testing.assert_close(text_only.text_encoder.state_dict()[name], tensor)
+
+
+def test_loading_options_are_accepted_as_diffusers_accepts_them(hub, pushed):
+    _, expected = pushed
+    for options in ({"low_cpu_mem_usage": False}, {"use_safetensors": True}, {"low_cpu_mem_usage": True}):
+        np.testing.assert_array_equal(generate(load("user/tiny", **options)), expected)
+    half = load("user/tiny", dtype=torch.bfloat16)
+    assert half.unet.dtype == torch.bfloat16 and half.text_encoder.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="Got both `dtype` and `torch_dtype`"):
+        load("user/tiny", dtype=torch.float16, torch_dtype=torch.float16)
+
+
+def test_push_pickled_weights_into_a_subfolder(hub, pushed):
+    pipe, expected = pushed
+    pipe.push_to_hub("user/tiny", safe_serialization=False, subfolder="pickled/v1", **PUSH)
+    files = repo_files(hub, "user/tiny")
+    assert {"pickled/v1/model_index.json", "pickled/v1/unet/diffusion_pytorch_model.bin",
+            "pickled/v1/unet/unet_mnist.py", "pickled/v1/samples.png"} <= set(files)  # fmt: skip
+    # transformers 5 writes only safetensors, whatever it is asked: the text encoder stays as it writes it.
+    assert not any(name.startswith("pickled/v1/unet/") and name.endswith(".safetensors") for name in files)
+    assert "pickled/v1/README.md" not in files  # as diffusers: a subfolder push writes no card
+    np.testing.assert_array_equal(generate(load("user/tiny", subfolder="pickled/v1")), expected)
+    with pytest.raises(OSError, match="safetensors"):
+        load("user/tiny", subfolder="pickled/v1", use_safetensors=True)
+    root_card = files["README.md"]
+    with pytest.raises(ValueError, match=r"`subfolder` is '\.\./escape'"):
+        pipe.push_to_hub("user/tiny", subfolder="../escape", **PUSH)
+    assert repo_files(hub, "user/tiny")["README.md"] == root_card
+
+
+def test_save_pretrained_push_to_hub_goes_through_the_package_push(hub, tmp_path):
+    pipe = make_tiny_pipeline()
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "training_args.json").write_text(json.dumps({"learning_rate": 0.002}))
+    commit = pipe.save_pretrained(folder, push_to_hub=True, repo_id="user/saved", sample_steps=2)
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    files = repo_files(hub, "user/saved")
+    assert {"unet/unet_mnist.py", "pipeline_mnist_diffusion.py", "README.md", "samples.png"} <= set(files)
+    assert json.loads(files["training_args.json"]) == {"learning_rate": 0.002}
+    assert "| `learning_rate` | `0.002` |" in files["README.md"].decode()
+    assert commit.oid == hub.app.repos["user/saved"].branches["main"]
+    assert len(hub.app.repos["user/saved"].commits) == 2  # the repo's initial commit and this push, nothing else
+    np.testing.assert_array_equal(generate(load("user/saved")), generate(pipe))
+    with pytest.raises(ValueError, match="Unknown variant 'int4' to push"):
+        pipe.save_pretrained(tmp_path / "never", push_to_hub=True, variant="int4")
+    assert not (tmp_path / "never").exists()
+
+
+def test_push_without_a_token_says_so_before_any_work(hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    make_tiny_pipeline(classes=False).save_pretrained(tmp_path / "saved")
+    assert main(["push", str(tmp_path / "saved"), "--repo-id", "user/no-token"]) == 2
+    assert "No Hugging Face token found" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="No Hugging Face token found"):
+        push_checkpoint(tmp_path / "saved", "user/no-token")
+    with pytest.raises(ValueError, match="No Hugging Face token found"):
+        make_tiny_pipeline().save_pretrained(tmp_path / "never", push_to_hub=True, repo_id="user/no-token")
+    assert not (tmp_path / "never").exists()
+    assert "user/no-token" not in hub.app.repos
+
+
+def test_push_removes_staging_folders_of_killed_pushes(hub, tmp_path, monkeypatch):
+    from mnist_diffusion import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "STAGING_ROOT", tmp_path / "staging")
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, alive = int(finished.stdout), os.getppid()
+    for pid in (dead, alive):  # what a push killed while staging leaves behind: its weights
+        (tmp_path / "staging" / f"{pid}-left" / "repo" / "unet").mkdir(parents=True)
+        (tmp_path / "staging" / f"{pid}-left" / "repo" / "unet" / "weights.safetensors").write_bytes(b"\0" * 64)
+    make_tiny_pipeline(classes=False).push_to_hub("user/staged", samples=False)
+    assert [p.name for p in (tmp_path / "staging").iterdir()] == [f"{alive}-left"]  # ours is gone too

@@ -243,11 +243,19 @@ BAD_INPUTS = [
     ({"class_labels": 1, "num_inference_steps": 1001}, "num_inference_steps` is 1001"),
     ({"class_labels": 1, "height": 9}, "`height` is 9"),
     ({"class_labels": 1, "width": 0}, "`width` is 0"),
-    ({"class_labels": 1, "output_type": "latent"}, "`output_type` is 'latent'"),
+    ({"class_labels": 1, "output_type": "jpeg"}, "`output_type` is 'jpeg'"),
     ({"class_labels": [1, 2], "generator": [torch.Generator()]}, "list of 1 generators for 2 images"),
     ({"class_labels": 1, "latents": torch.zeros(2, 1, 8, 8)}, r"latents` have shape \(2, 1, 8, 8\)"),
     ({"class_labels": 1, "num_images_per_prompt": 0}, "num_images_per_prompt` is 0"),
     ({"class_labels": 1, "callback_on_step_end_tensor_inputs": ["foo"]}, r"\['foo'\] are not available"),
+    # wrong types and non-finite numbers get a ValueError naming the argument, not a TypeError from deep inside
+    ({"prompt": 123}, "`prompt` must be a string or a non-empty list of strings, got 123"),
+    ({"class_labels": 1, "guidance_scale": "3"}, "`guidance_scale` is '3'; expected a finite number"),
+    ({"class_labels": 1, "guidance_scale": float("nan")}, "`guidance_scale` is nan; expected a finite number"),
+    ({"class_labels": 1, "guidance_scale": float("inf")}, "`guidance_scale` is inf; expected a finite number"),
+    ({"class_labels": 1, "guidance_start": float("nan")}, "`guidance_start` is nan"),
+    ({"class_labels": 1, "generator": 0}, "`generator` is 0; expected a `torch.Generator`"),
+    ({"class_labels": 1, "latents": np.zeros((1, 1, 8, 8))}, "`latents` is a ndarray; expected a torch.Tensor"),
 ]
 
 
@@ -273,3 +281,19 @@ def test_mismatched_components_are_refused(tiny_pipeline):
         MnistDiffusionPipeline(tiny_pipeline.unet, tiny_pipeline.scheduler, id2label={"0": "zero"})
     with pytest.raises(ValueError, match="both `text_encoder` and `tokenizer`"):
         MnistDiffusionPipeline(tiny_pipeline.unet, tiny_pipeline.scheduler, text_encoder=tiny_pipeline.text_encoder)
+
+
+def test_non_finite_latents_are_refused(tiny_pipeline):
+    latents = torch.randn(1, 1, 8, 8)
+    latents[0, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="`latents` hold NaN or infinite values"):
+        tiny_pipeline(class_labels=3, num_inference_steps=2, latents=latents)
+
+
+def test_a_text_only_pipeline_says_it_cannot_generate(tiny_pipeline):
+    text_only = MnistDiffusionPipeline(
+        unet=None, scheduler=tiny_pipeline.scheduler, text_encoder=tiny_pipeline.text_encoder,
+        tokenizer=tiny_pipeline.tokenizer,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="loaded with `unet=None`"):
+        text_only("a 7", num_inference_steps=2)

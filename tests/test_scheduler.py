@@ -1,11 +1,14 @@
 """Tests of MnistDDPMScheduler: DDPM compatibility, forward trajectory, SNR weights, swaps and round trips."""
 
+import json
+
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from mnist_diffusion import MnistDDPMScheduler
 from mnist_diffusion.schedulers import predict_original_sample
+from mnist_diffusion.schedulers.scheduling_mnist_ddpm import DIGIT_DEFAULTS
 
 
 def test_is_a_ddpm_scheduler_with_digit_defaults():
@@ -20,6 +23,39 @@ def test_is_a_ddpm_scheduler_with_digit_defaults():
     scheduler.set_timesteps(10)
     reference.set_timesteps(10)
     assert torch.equal(scheduler.timesteps, reference.timesteps)
+
+
+def test_config_records_defaults_as_ddpm_does_except_the_digit_defaults(tmp_path):
+    ours, theirs = MnistDDPMScheduler(steps_offset=1), DDPMScheduler(steps_offset=1)
+    # Every defaulted key is listed, as DDPMScheduler lists it, except the four defaults of our own (kept in swaps).
+    assert set(ours.config["_use_default_values"]) == set(theirs.config["_use_default_values"]) - set(DIGIT_DEFAULTS)
+    assert "steps_offset" not in ours.config["_use_default_values"]
+    assert set(MnistDDPMScheduler(**{k: DDPMScheduler().config[k] for k in DIGIT_DEFAULTS}).config) == set(ours.config)
+    # An old config without some keys: like DDPMScheduler, they take this class's defaults and are recorded.
+    old = {"num_train_timesteps": 500, "prediction_type": "epsilon"}
+    loaded = MnistDDPMScheduler.from_config(old)
+    assert loaded.config.beta_schedule == "squaredcos_cap_v2" and loaded.config.prediction_type == "epsilon"
+    assert set(loaded.config["_use_default_values"]) == set(DDPMScheduler.from_config(old).config[
+        "_use_default_values"]) - set(DIGIT_DEFAULTS)  # fmt: skip
+    # A swap to DDIM keeps our defaults and uses DDIM's own for the rest (DDIM's set_alpha_to_one is its own key).
+    ddim = DDIMScheduler.from_config(MnistDDPMScheduler(num_train_timesteps=500).config)
+    assert (ddim.config.beta_schedule, ddim.config.clip_sample, ddim.config.num_train_timesteps) == (
+        "squaredcos_cap_v2",
+        False,
+        500,
+    )
+    # from_config overrides, and a saved config holds every key and no record (popped on save, as diffusers does).
+    assert MnistDDPMScheduler.from_config(ours.config, prediction_type="sample").config.prediction_type == "sample"
+    ours.save_config(tmp_path)
+    saved = json.loads((tmp_path / "scheduler_config.json").read_text())
+    assert "_use_default_values" not in saved and set(MnistDDPMScheduler._get_init_keys(MnistDDPMScheduler)) - {
+        "self"
+    } <= set(saved)
+    reloaded = MnistDDPMScheduler.from_pretrained(tmp_path)
+    assert "_use_default_values" not in reloaded.config
+    assert {k: v for k, v in reloaded.config.items() if not k.startswith("_")} == {
+        k: v for k, v in ours.config.items() if not k.startswith("_")
+    }
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -392,6 +395,214 @@ def test_bad_eval_input_fails_before_training(train_module, eval_setup, tmp_path
             )
         )
     assert not output_dir.exists()
+
+
+FILE_SYSTEM_CALLS = ("replace", "remove", "rmdir", "makedirs", "unlink")
+
+
+def run_and_kill(function, kill_at: int) -> bool:
+    r"""
+    Run `function(arm)` in a forked child that kills itself with SIGKILL (a real `kill -9`: no cleanup, no
+    `finally`) at its `kill_at`-th call, counted from `arm()`, to one of the `os` functions in `FILE_SYSTEM_CALLS`;
+    returns whether the child was killed.
+    """
+    pid = os.fork()
+    if pid == 0:  # the child: count the calls, die at the chosen one, never return into pytest
+        calls, armed = [0], [False]
+
+        def counting(real):
+            def wrapper(*args, **kwargs):
+                if armed[0]:
+                    if calls[0] == kill_at:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    calls[0] += 1
+                return real(*args, **kwargs)
+
+            return wrapper
+
+        try:
+            for name in FILE_SYSTEM_CALLS:
+                setattr(os, name, counting(getattr(os, name)))
+            function(lambda: armed.__setitem__(0, True))
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) or os.WTERMSIG(status) == signal.SIGKILL
+    return os.WIFSIGNALED(status)
+
+
+def weights_of(pipe: MnistDiffusionPipeline) -> dict[str, torch.Tensor]:
+    return {f"{name}.{key}": value for name in ("unet", "text_encoder")
+            for key, value in getattr(pipe, name).state_dict().items()}  # fmt: skip
+
+
+def test_a_kill_during_the_final_save_never_leaves_a_mixed_pipeline(train_module, tmp_path):
+    old, new = make_tiny_pipeline(), make_tiny_pipeline()
+    with torch.no_grad():
+        for module in (new.unet, new.text_encoder):
+            for parameter in module.parameters():
+                parameter.add_(1.0)
+    old.save_pretrained(tmp_path / "old")
+    old_weights, new_weights = weights_of(old), weights_of(new)
+
+    def final_save(arm, folder):  # the kills are counted from the moment the staging folder is complete
+        save = new.save_pretrained
+        new.save_pretrained = lambda *args, **kwargs: (save(*args, **kwargs), arm())
+        train_module.save_final_pipeline(new, str(folder))
+
+    outcomes = []
+    for kill_at in range(100):
+        folder = tmp_path / f"run-{kill_at}"
+        shutil.copytree(tmp_path / "old", folder)
+        (folder / "training_args.json").write_text("{}")
+        killed = run_and_kill(lambda arm, folder=folder: final_save(arm, folder), kill_at)
+        try:
+            weights = weights_of(MnistDiffusionPipeline.from_pretrained(folder))
+        except OSError as error:
+            assert "has no model_index.json" in str(error)
+            outcomes.append("none")
+        else:
+            is_old = all(torch.equal(weights[name], tensor) for name, tensor in old_weights.items())
+            is_new = all(torch.equal(weights[name], tensor) for name, tensor in new_weights.items())
+            assert is_old or is_new, f"killed at call {kill_at}: a mix of the old and the new pipeline loaded"
+            outcomes.append("old" if is_old else "new")
+        if not killed:
+            break
+        if kill_at % 4 == 0:  # the next save (a resumed run) clears what the killed one left
+            train_module.save_final_pipeline(new, str(folder))
+            assert not (folder / ".pipeline.tmp").exists() and not (folder / ".pipeline.old").exists()
+            weights = weights_of(MnistDiffusionPipeline.from_pretrained(folder))
+            assert all(torch.equal(weights[name], tensor) for name, tensor in new_weights.items())
+    assert not killed, "the save never finished"
+    assert outcomes[0] == "old" and outcomes[-1] == "new" and "none" in outcomes
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["model_index.json", "scheduler", "text_encoder", "tokenizer", "unet", "training_args.json"]
+    )
+
+
+def make_checkpoint(folder: Path, step: int) -> Path:
+    """A complete checkpoint folder as accelerate and save_checkpoint write it (small real files)."""
+    checkpoint = folder / f"checkpoint-{step}"
+    (checkpoint / "unet").mkdir(parents=True)
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.full((4,), float(step))}, checkpoint / "model.safetensors")
+    torch.save({"state": {}, "step": step}, checkpoint / "optimizer.bin")
+    torch.save({"lr": 0.1}, checkpoint / "scheduler.bin")
+    torch.save({"seed": step}, checkpoint / "random_states_0.pkl")
+    (checkpoint / "training_state.json").write_text(json.dumps({"global_step": step}))
+    (folder / "training_args.json").write_text("{}")  # the output folder is ours
+    return checkpoint
+
+
+def test_a_kill_while_pruning_leaves_leftovers_that_are_never_picked_and_are_cleaned(train_module, tmp_path):
+    for kill_at in (1, 3, 6):  # mid-way through deleting the first, then the second old checkpoint
+        folder = tmp_path / f"run-{kill_at}"
+        for step in (1, 2, 3, 4):
+            make_checkpoint(folder, step)
+        pruning = lambda arm, folder=folder: (arm(), train_module.prune_checkpoints(str(folder), 2))  # noqa: E731
+        assert run_and_kill(pruning, kill_at)
+        leftovers = train_module.checkpoint_leftovers(str(folder))
+        assert leftovers, f"killed at call {kill_at}: nothing half-deleted"
+        complete = train_module.find_checkpoints(str(folder))
+        assert set(complete).isdisjoint(leftovers)
+        assert complete[-2:] == [str(folder / "checkpoint-3"), str(folder / "checkpoint-4")]
+        args = SimpleNamespace(output_dir=str(folder), resume_from_checkpoint="latest")
+        assert train_module.check_output_dir(args) == str(folder / "checkpoint-4")
+        # The next pruning (after the next checkpoint) removes the leftovers as well as the old checkpoints.
+        make_checkpoint(folder, 5)
+        train_module.prune_checkpoints(str(folder), 2)
+        assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-4", "checkpoint-5", "training_args.json"]
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 3)])
+
+
+@pytest.mark.parametrize(
+    "damaged, message",
+    [
+        ("model.safetensors", "model.safetensors: SafetensorError"),
+        ("optimizer.bin", "optimizer.bin: "),
+        ("training_state.json", "training_state.json: "),
+    ],
+)
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(train_module, tmp_path, damaged, message):
+    for step in (2, 4):
+        make_checkpoint(tmp_path, step)
+    truncate(tmp_path / "checkpoint-4" / damaged)
+    latest = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint="latest")
+    with pytest.warns(UserWarning, match=f"Checkpoint {tmp_path / 'checkpoint-4'} cannot be read back .*{message}"):
+        assert train_module.check_output_dir(latest) == str(tmp_path / "checkpoint-2")
+    explicit = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint="checkpoint-4")
+    with pytest.raises(ValueError, match=f"checkpoint-4 cannot be read back .*{message}"):
+        train_module.check_output_dir(explicit)
+    truncate(tmp_path / "checkpoint-2" / "random_states_0.pkl")
+    with pytest.raises(
+        ValueError, match="no checkpoint in --output_dir can be read back .*checkpoint-4.*checkpoint-2"
+    ):
+        train_module.check_output_dir(latest)
+
+
+def test_resume_skips_a_damaged_checkpoint_and_keeps_training_args_until_it_succeeds(
+    train_module, parquet_dataset, tmp_path
+):
+    common = ["--dataset_name", str(parquet_dataset), "--max_train_steps", "4", "--checkpointing_steps", "2",
+              "--validation_steps", "0", "--output_dir", str(tmp_path / "run")]  # fmt: skip
+    launch(common)
+    expected = load_file(tmp_path / "run" / "unet" / "diffusion_pytorch_model.safetensors")
+    truncate(tmp_path / "run" / "checkpoint-4" / "model.safetensors")
+    result = launch(common + ["--resume_from_checkpoint", "latest"])
+    assert f"Checkpoint {tmp_path / 'run' / 'checkpoint-4'} cannot be read back" in result.stderr
+    assert f"Resuming from checkpoint {tmp_path / 'run' / 'checkpoint-2'}" in result.stdout + result.stderr
+    assert train_module.checkpoint_problem(str(tmp_path / "run" / "checkpoint-4")) is None  # saved again, complete
+    actual = load_file(tmp_path / "run" / "unet" / "diffusion_pytorch_model.safetensors")
+    for name, tensor in expected.items():
+        torch.testing.assert_close(actual[name], tensor, msg=f"{name} differs after resuming from checkpoint-2")
+
+    args_file = tmp_path / "run" / "training_args.json"
+    before = args_file.read_text()
+    for checkpoint in ("checkpoint-2", "checkpoint-4"):
+        truncate(tmp_path / "run" / checkpoint / "optimizer.bin")
+    script = [sys.executable, str(TRAIN_SCRIPT), *TINY_TRAINING_ARGS, *common, "--resume_from_checkpoint", "latest",
+              "--learning_rate", "0.5"]  # fmt: skip
+    failed = subprocess.run(script, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines()[-1].startswith("train.py: error: --resume_from_checkpoint latest: no ")
+    assert args_file.read_text() == before
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lr_scheduler", "bogus"], "--lr_scheduler is 'bogus'; expected one of ["),
+        (["--learning_rate", "nan"], "--learning_rate is nan; expected a finite number."),
+        (["--adam_epsilon", "inf"], "--adam_epsilon is inf; expected a finite number."),
+        (["--output_dir", "{file}/sub"], "--output_dir '{file}/sub' is inside '{file}', which is a file"),
+        (["--hub_token", "hf_secret_value"], "--hub_token is refused: a token on the command line"),
+    ],
+)
+def test_script_errors_are_one_line_naming_the_flag(train_module, parquet_dataset, tmp_path, capsys, extra, message):
+    (tmp_path / "file").write_text("not a folder")
+    extra = [value.format(file=tmp_path / "file") for value in extra]
+    argv = [*TINY_TRAINING_ARGS, "--dataset_name", str(parquet_dataset), "--output_dir", str(tmp_path / "out"), *extra]
+    assert train_module.run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("train.py: error: ")
+    assert message.format(file=tmp_path / "file") in err
+    assert "hf_secret_value" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_push_to_hub_without_a_token_fails_before_training(train_module, parquet_dataset, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    argv = [*TINY_TRAINING_ARGS, "--dataset_name", str(parquet_dataset), "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(ValueError, match="No Hugging Face token found"):
+        train_module.main(train_module.parse_args(argv + ["--push_to_hub", "--hub_model_id", "user/x"]))
+    assert not (tmp_path / "out").exists()
 
 
 def test_training_evaluation_is_the_evaluate_protocol_and_independent_of_the_batch_size(

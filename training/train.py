@@ -9,7 +9,9 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -17,9 +19,10 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, is_wandb_available, set_seed
-from diffusers.optimization import get_scheduler
+from diffusers.optimization import SchedulerType, get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -34,7 +37,7 @@ from mnist_diffusion.captions import CAPTION_MODES, TrainingCaptioner, measure_s
 from mnist_diffusion.classifier import MnistClassifier
 from mnist_diffusion.data import EpochShuffleSampler, ImageClassDataset, load_split, prepare_training_data
 from mnist_diffusion.evaluation import ReferenceFeatures, evaluate
-from mnist_diffusion.hub import push_checkpoint, push_pipeline_to_hub
+from mnist_diffusion.hub import push_checkpoint, push_pipeline_to_hub, resolve_token
 from mnist_diffusion.image_grid import image_grid
 from mnist_diffusion.visualization import EVAL_HISTORY_NAME
 
@@ -42,6 +45,10 @@ logger = get_logger(__name__)
 
 TRAINING_ARGS_NAME = "training_args.json"
 CHECKPOINT_STATE_NAME = "training_state.json"
+#: Inside --output_dir: the final pipeline is written to the first, complete, then swapped in; the components it
+#: replaces wait in the second until the swap is done.
+PIPELINE_STAGING_NAME = ".pipeline.tmp"
+PIPELINE_RETIRED_NAME = ".pipeline.old"
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 # Flags that describe the models to build; a fine-tuned pipeline (--pretrained_model_name_or_path) brings its own.
@@ -242,7 +249,7 @@ def add_bookkeeping_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--logging_dir", default="logs", help="Inside --output_dir.")
     group.add_argument("--push_to_hub", action="store_true")
     group.add_argument("--hub_model_id", default=None)
-    group.add_argument("--hub_token", default=None)
+    group.add_argument("--hub_token", default=None, help=argparse.SUPPRESS)  # refused: see validate_args
 
 
 def parse_int_list(flag: str, value: str) -> tuple[int, ...]:
@@ -258,6 +265,19 @@ def parse_int_list(flag: str, value: str) -> tuple[int, ...]:
 
 def validate_args(args: argparse.Namespace) -> None:
     """Check value ranges and combinations of the parsed arguments."""
+    if args.hub_token is not None:  # its value is never printed
+        raise ValueError(
+            "--hub_token is refused: a token on the command line is printed by `accelerate launch` when the run "
+            "fails (this refusal included: revoke the token if that output is shared) and is visible in process "
+            "lists; expected the HF_TOKEN environment variable or a token saved with `hf auth login`."
+        )
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name} is {value}; expected a finite number.")
+    if args.lr_scheduler not in [member.value for member in SchedulerType]:
+        raise ValueError(
+            f"--lr_scheduler is {args.lr_scheduler!r}; expected one of {[member.value for member in SchedulerType]}."
+        )
     fine_tuning = args.pretrained_model_name_or_path is not None
     choices = (
         ("--caption_mode", args.caption_mode, CAPTION_MODES),
@@ -317,6 +337,12 @@ def validate_args(args: argparse.Namespace) -> None:
         args.train_text_encoder = args.text_encoder_name_or_path is None and args.pretrained_model_name_or_path is None
 
 
+def _checkpoint_step(name: str) -> int | None:
+    """N for a folder name `checkpoint-N`, else `None`."""
+    prefix, _, step = name.partition("-")
+    return int(step) if prefix == "checkpoint" and step.isdigit() else None
+
+
 def find_checkpoints(output_dir: str) -> list[str]:
     """Complete checkpoints (`checkpoint-N` holding `training_state.json`) in `output_dir`, oldest first."""
     if not os.path.isdir(output_dir):
@@ -324,11 +350,99 @@ def find_checkpoints(output_dir: str) -> list[str]:
     names = [
         name
         for name in os.listdir(output_dir)
-        if name.startswith("checkpoint-")
-        and name.split("-", 1)[1].isdigit()
-        and os.path.isfile(os.path.join(output_dir, name, CHECKPOINT_STATE_NAME))
+        if _checkpoint_step(name) is not None and os.path.isfile(os.path.join(output_dir, name, CHECKPOINT_STATE_NAME))
     ]
-    return [os.path.join(output_dir, name) for name in sorted(names, key=lambda n: int(n.split("-", 1)[1]))]
+    return [os.path.join(output_dir, name) for name in sorted(names, key=_checkpoint_step)]
+
+
+def checkpoint_leftovers(output_dir: str) -> list[str]:
+    r"""
+    What killed saves and prunings leave in `output_dir`: `checkpoint-N.tmp` (a save that did not finish),
+    `checkpoint-N.deleting` (a pruning that did not finish) and `checkpoint-N` without `training_state.json`.
+    None of them can be resumed from.
+    """
+    if not os.path.isdir(output_dir):
+        return []
+    leftovers = []
+    for name in sorted(os.listdir(output_dir)):
+        stem, dot, suffix = name.partition(".")
+        if _checkpoint_step(stem) is None or not os.path.isdir(os.path.join(output_dir, name)):
+            continue
+        if (dot and suffix in ("tmp", "deleting")) or (
+            not dot and not os.path.isfile(os.path.join(output_dir, name, CHECKPOINT_STATE_NAME))
+        ):
+            leftovers.append(os.path.join(output_dir, name))
+    return leftovers
+
+
+def remove_checkpoint(path: str) -> None:
+    """Delete a checkpoint folder: renamed to `<name>.deleting` first, so a kill mid-way leaves a named leftover."""
+    deleting = path if path.endswith(".deleting") else path + ".deleting"
+    if deleting != path:
+        if os.path.exists(deleting):
+            shutil.rmtree(deleting)
+        os.replace(path, deleting)
+    shutil.rmtree(deleting)
+
+
+def prune_checkpoints(output_dir: str, limit: int | None) -> None:
+    """Remove the complete checkpoints beyond the newest `limit` (all kept if `None`) and every leftover."""
+    if limit is not None:
+        for old in find_checkpoints(output_dir)[:-limit]:
+            remove_checkpoint(old)
+    for leftover in checkpoint_leftovers(output_dir):
+        remove_checkpoint(leftover)
+
+
+def checkpoint_problem(checkpoint: str) -> str | None:
+    r"""
+    Why `checkpoint` cannot be resumed from, or `None` when every file reads back: its `training_state.json` must
+    hold an integer `global_step`, and each safetensors and pickle file (weights, optimizer, RNG states) must load.
+    """
+    try:
+        with open(os.path.join(checkpoint, CHECKPOINT_STATE_NAME)) as f:
+            state = json.load(f)
+    except (OSError, ValueError) as error:
+        return f"{CHECKPOINT_STATE_NAME}: {error}"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return f"{CHECKPOINT_STATE_NAME} holds no integer global_step"
+    for root, _, files in os.walk(checkpoint):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            try:
+                if name.endswith(".safetensors"):
+                    load_file(path)
+                elif name.endswith((".bin", ".pkl", ".pt", ".pth")):
+                    torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as error:  # whatever a damaged file raises (EOFError, SafetensorError, ...)
+                message = (str(error).splitlines() or [""])[0]
+                return f"{os.path.relpath(path, checkpoint)}: {type(error).__name__} {message}".strip()
+    return None
+
+
+def latest_readable_checkpoint(output_dir: str) -> str | None:
+    r"""
+    The newest checkpoint of `output_dir` whose files all read back (`None` if there is no checkpoint), with a
+    warning naming each newer one skipped; `ValueError` naming them when none reads back.
+    """
+    skipped = []
+    for checkpoint in reversed(find_checkpoints(output_dir)):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            for bad, bad_problem in skipped:
+                warnings.warn(
+                    f"Checkpoint {bad} cannot be read back ({bad_problem}); resuming from {checkpoint} instead.",
+                    stacklevel=2,
+                )
+            return checkpoint
+        skipped.append((checkpoint, problem))
+    if skipped:
+        raise ValueError(
+            "--resume_from_checkpoint latest: no checkpoint in --output_dir can be read back ("
+            + "; ".join(f"{bad}: {problem}" for bad, problem in skipped)
+            + "); expected at least one complete checkpoint, or a new --output_dir."
+        )
+    return None
 
 
 def check_output_dir(args: argparse.Namespace) -> str | None:
@@ -336,11 +450,18 @@ def check_output_dir(args: argparse.Namespace) -> str | None:
     Refuse an output folder that is not ours, and return the checkpoint to resume from (or `None`).
 
     An output folder must be new, empty, or written by this script (it holds `training_args.json`). A run that
-    does not resume refuses a folder that holds checkpoints, so they are never overwritten.
+    does not resume refuses a folder that holds checkpoints, so they are never overwritten. The checkpoint to resume
+    from is read back in full first: with `latest`, a damaged newest checkpoint is skipped (with a warning) for the
+    newest one that reads back.
     """
     output_dir = args.output_dir
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"--output_dir {output_dir!r} is a file; expected a folder.")
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"--output_dir {output_dir!r} is inside {parent!r}, which is a file; expected a folder path.")
     ours = os.path.isfile(os.path.join(output_dir, TRAINING_ARGS_NAME))
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not ours:
         raise ValueError(
@@ -357,9 +478,15 @@ def check_output_dir(args: argparse.Namespace) -> str | None:
             )
         return None
     if resume == "latest":
-        return checkpoints[-1] if checkpoints else None
+        return latest_readable_checkpoint(output_dir)
     for candidate in (resume, os.path.join(output_dir, resume)):
         if os.path.isfile(os.path.join(candidate, CHECKPOINT_STATE_NAME)):
+            problem = checkpoint_problem(candidate)
+            if problem is not None:
+                raise ValueError(
+                    f"--resume_from_checkpoint {resume!r}: {candidate} cannot be read back ({problem}); expected a "
+                    "complete checkpoint (an earlier one, or 'latest' for the newest one that reads back)."
+                )
             return candidate
     raise ValueError(
         f"--resume_from_checkpoint {resume!r} is not a checkpoint (no {CHECKPOINT_STATE_NAME} in it or in "
@@ -593,7 +720,8 @@ def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, global_s
 
     The state goes to `checkpoint-N.tmp` first, which becomes `checkpoint-N` (holding `training_state.json`) by a
     rename once complete, so a crash mid-write never leaves a broken latest checkpoint. Older checkpoints beyond
-    `--checkpoints_total_limit` are removed only after the new one is complete.
+    `--checkpoints_total_limit` are removed only after the new one is complete (renamed `.deleting` first), and so
+    are the leftovers of killed saves and prunings ([`checkpoint_leftovers`]).
     """
     final = os.path.join(args.output_dir, f"checkpoint-{global_step}")
     tmp = final + ".tmp"
@@ -606,14 +734,44 @@ def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, global_s
         with open(os.path.join(tmp, CHECKPOINT_STATE_NAME), "w") as f:
             json.dump({"global_step": global_step}, f)
         if os.path.exists(final):
-            shutil.rmtree(final)
+            remove_checkpoint(final)
         os.replace(tmp, final)
-        if args.checkpoints_total_limit is not None:
-            for old in find_checkpoints(args.output_dir)[: -args.checkpoints_total_limit]:
-                shutil.rmtree(old)
+        prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
         logger.info(f"Saved state to {final}")
     accelerator.wait_for_everyone()
     return final
+
+
+def save_final_pipeline(pipeline: MnistDiffusionPipeline, output_dir: str) -> None:
+    r"""
+    Write `pipeline` into `output_dir` as checkpoints are written: complete first, then swapped in.
+
+    The pipeline is saved whole to `output_dir/.pipeline.tmp`. Then the old `model_index.json` is removed (from here
+    on the folder holds no loadable pipeline: `from_pretrained` refuses it), each component folder is replaced by
+    its new version (the old one parked in `.pipeline.old`), and the new `model_index.json` is moved in last. A
+    kill at any moment therefore leaves the old pipeline, the new one, or none that loads, never the new UNet beside
+    the old text encoder; the next save (e.g. a resumed run) clears what a killed one left.
+    """
+    staging = os.path.join(output_dir, PIPELINE_STAGING_NAME)
+    retired = os.path.join(output_dir, PIPELINE_RETIRED_NAME)
+    for leftover in (staging, retired):
+        if os.path.exists(leftover):
+            shutil.rmtree(leftover)
+    pipeline.save_pretrained(staging)
+    index = os.path.join(output_dir, "model_index.json")
+    if os.path.exists(index):
+        os.remove(index)
+    os.makedirs(retired)
+    for name in sorted(os.listdir(staging)):
+        if name == "model_index.json":
+            continue
+        target = os.path.join(output_dir, name)
+        if os.path.exists(target):
+            os.replace(target, os.path.join(retired, name))
+        os.replace(os.path.join(staging, name), target)
+    os.replace(os.path.join(staging, "model_index.json"), index)
+    shutil.rmtree(retired)
+    os.rmdir(staging)
 
 
 def public_args(args: argparse.Namespace) -> dict:
@@ -671,6 +829,8 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     ```
     """
     resume_path = check_output_dir(args)
+    if args.push_to_hub:
+        resolve_token(None)  # no token: fail now, not after training
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -738,6 +898,13 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
 
+    global_step = 0
+    if resume_path is not None:  # before training_args.json is rewritten: a failed resume leaves the run as it was
+        accelerator.print(f"Resuming from checkpoint {resume_path}")
+        accelerator.load_state(resume_path)
+        with open(os.path.join(resume_path, CHECKPOINT_STATE_NAME)) as f:
+            global_step = json.load(f)["global_step"]
+
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
@@ -750,12 +917,6 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     logger.info(f"  Num epochs = {num_epochs}, total optimization steps = {max_train_steps}")
     logger.info(f"  Total batch size (parallel, distributed & accumulation) = {total_batch_size}")
 
-    global_step = 0
-    if resume_path is not None:
-        accelerator.print(f"Resuming from checkpoint {resume_path}")
-        accelerator.load_state(resume_path)
-        with open(os.path.join(resume_path, CHECKPOINT_STATE_NAME)) as f:
-            global_step = json.load(f)["global_step"]
     first_epoch = global_step // updates_per_epoch
     batches_to_skip = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
 
@@ -798,7 +959,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
             if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
                 checkpoint_dir = save_checkpoint(accelerator, args, global_step)
                 if accelerator.is_main_process and args.push_to_hub and args.push_checkpoints:
-                    push_checkpoint(checkpoint_dir, hub_repo_id(args), token=args.hub_token)
+                    push_checkpoint(checkpoint_dir, hub_repo_id(args))
             is_last = global_step >= max_train_steps
             if (
                 accelerator.is_main_process
@@ -821,11 +982,11 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         if ema is not None:
             ema.copy_to(params)
         pipeline = build_pipeline(accelerator, unet, text_encoder, tokenizer, noise_scheduler, data.id2label)
-        pipeline.save_pretrained(args.output_dir)
+        save_final_pipeline(pipeline, args.output_dir)
         write_training_args(args)
         logger.info(f"Saved the pipeline to {args.output_dir}")
         if args.push_to_hub:
-            push_pipeline_to_hub(args.output_dir, hub_repo_id(args), token=args.hub_token)
+            push_pipeline_to_hub(args.output_dir, hub_repo_id(args))
     accelerator.end_training()
     return pipeline
 
@@ -901,5 +1062,15 @@ def training_loss(
     return per_sample.mean()
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The script's entry point: a bad value or path prints one line naming it (exit status 2), as the CLI does."""
+    try:
+        main(parse_args(argv))
+    except (ValueError, OSError) as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(run())

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from ..classifier import MnistClassifier
 from ..evaluation import CONDITIONINGS
 from ..recognizability import RecognizabilityResult, recognizability
-from .loading import SCHEDULERS, check_model_argument, open_pipeline
+from .loading import SCHEDULERS, check_model_argument, check_output_folder, finite_float, open_pipeline
 
 
 def plot_recognizability(result: RecognizabilityResult, path: Path) -> None:
@@ -39,6 +39,7 @@ def recognizability_command(args: argparse.Namespace) -> RecognizabilityResult:
     if args.samples_per_class < 1:
         raise ValueError(f"--samples-per-class is {args.samples_per_class}; expected at least 1.")
     check_model_argument(args.model)
+    output_dir = check_output_folder("--output-dir", args.output_dir)
     pipe = open_pipeline(args.model, args.scheduler)
     result = recognizability(
         pipe,
@@ -51,7 +52,6 @@ def recognizability_command(args: argparse.Namespace) -> RecognizabilityResult:
         batch_size=args.batch_size,
     )
     result.settings["model"] = args.model or "released mnist-diffusion"
-    output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "recognizability.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     title = f"# Recognisability of {args.model or 'the released mnist-diffusion model'}\n\n"
@@ -74,7 +74,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-dir", required=True, help="Folder for recognizability.json, .md and .png.")
     parser.add_argument("--classifier", help="Scoring classifier folder (default: the shipped one for the classes).")
     parser.add_argument("--conditioning", choices=CONDITIONINGS, default="auto", help="How samples are asked for.")
-    parser.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (3.0).")
+    parser.add_argument("--guidance-scale", type=finite_float, default=3.0, help="Classifier-free guidance (3.0).")
     parser.add_argument("--steps", type=int, default=50, help="Denoising steps (50).")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
     parser.add_argument("--seed", type=int, default=0, help="Trajectory i uses seed + i (0).")

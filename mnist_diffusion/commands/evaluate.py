@@ -16,7 +16,14 @@ from ..clip_model import ClipScorer
 from ..data import load_split, prepare_training_data
 from ..evaluation import CONDITIONINGS, EvaluationResult, evaluate
 from ..image_grid import image_grid
-from .loading import SCHEDULERS, add_guidance_interval_arguments, check_model_argument, open_pipeline
+from .loading import (
+    SCHEDULERS,
+    add_guidance_interval_arguments,
+    check_model_argument,
+    check_output_folder,
+    finite_float,
+    open_pipeline,
+)
 
 #: Number of samples in each of the CLIP best and worst grids (fewer when fewer were scored).
 GRID_SIZE = 64
@@ -82,6 +89,7 @@ def evaluate_command(args: argparse.Namespace) -> EvaluationResult:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size is {args.batch_size}; expected at least 1.")
     check_model_argument(args.model)
+    output_dir = check_output_folder("--output-dir", args.output_dir)
     pipe = open_pipeline(args.model, args.scheduler)
     classifier = MnistClassifier.from_pretrained(args.classifier) if args.classifier else None
     reference = prepare_training_data(
@@ -111,7 +119,6 @@ def evaluate_command(args: argparse.Namespace) -> EvaluationResult:
         clip_model=args.clip_model or ("shipped MNIST-CLIP" if clip_scorer else "none"),
         reference=f"{args.reference_dataset} [{args.reference_split}], {len(reference.labels)} images",
     )
-    output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "evaluation.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     title = f"# Evaluation of {args.model or 'the released mnist-diffusion model'}\n\n"
@@ -148,7 +155,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--clip-model", help='CLIP folder or Hub id for CLIP scores; "none" skips (default: shipped MNIST-CLIP).'
     )
     parser.add_argument("--conditioning", choices=CONDITIONINGS, default="auto", help="How samples are asked for.")
-    parser.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (3.0).")
+    parser.add_argument("--guidance-scale", type=finite_float, default=3.0, help="Classifier-free guidance (3.0).")
     add_guidance_interval_arguments(parser)
     parser.add_argument("--steps", type=int, default=50, help="Denoising steps (50).")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")

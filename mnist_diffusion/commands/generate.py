@@ -14,58 +14,112 @@ from ..image_grid import image_grid
 from ..pipelines import MnistDiffusionPipeline
 from ..pretrained import FAST_DIFFUSION_MODEL
 from ..selection import select_best
-from .loading import SCHEDULERS, add_guidance_interval_arguments, open_pipeline, parse_class_label
+from .loading import (
+    SCHEDULERS,
+    add_guidance_interval_arguments,
+    check_image_output,
+    finite_float,
+    open_pipeline,
+    parse_class_label,
+)
+
+#: Largest `-n` in one grid (100 x 100 cells: 2800 x 2800 pixels for MNIST); run again with another `--seed` for more.
+MAX_IMAGES = 10_000
 
 # `--fast` defaults: the few-step model's steps and guidance scale (see the model card).
 FAST_STEPS, FAST_GUIDANCE_SCALE = 4, 1.4
 
 
 def generate(args: argparse.Namespace) -> Path:
-    """Generate `args.num_images` images per prompt or label and save them as one grid image."""
+    r"""
+    Generate `args.num_images` images for the prompt and/or label and save them as one grid image.
+
+    Image `i` (row by row) is drawn with its own generator seeded `--seed + i`, as diffusers users pass a list of
+    generators, so it can be reproduced alone (`-n 1 --seed <seed + i>`) and does not depend on `--batch-size`.
+    Images are generated `--batch-size` at a time and pasted into the grid as they come, so memory stays bounded by
+    one batch and the grid (784 bytes per MNIST image) even for `-n 10000`.
+    """
     if args.prompt is None and args.class_label is None:
         raise ValueError("Give a prompt, --class-label, or both.")
-    if args.num_images < 1:
-        raise ValueError(f"-n/--num-images is {args.num_images}; expected at least 1.")
+    if not 1 <= args.num_images <= MAX_IMAGES:
+        raise ValueError(
+            f"-n/--num-images is {args.num_images}; expected 1 to {MAX_IMAGES} per grid (run again with another "
+            "--seed for more)."
+        )
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size is {args.batch_size}; expected at least 1.")
     if args.best_of is None and (args.keep is not None or args.clip_model is not None):
         raise ValueError("--keep and --clip-model only apply with --best-of N.")
     keep = 1 if args.keep is None else args.keep
     if args.best_of is not None and not 1 <= keep <= args.best_of:
         raise ValueError(f"--best-of {args.best_of} --keep {keep}; expected 1 <= keep <= best-of.")
+    output = check_image_output("-o/--output", args.output)
     if args.fast and args.model is not None:
         raise ValueError(f"--fast uses the shipped few-step model; got --model {args.model!r} too. Pass one of them.")
     pipe = open_pipeline(str(FAST_DIFFUSION_MODEL) if args.fast else args.model, args.scheduler)
     steps, guidance_scale = (FAST_STEPS, FAST_GUIDANCE_SCALE) if args.fast else (50, 3.0)
-    class_label = parse_class_label(args.class_label)
     sampling = {
         "prompt": args.prompt,
-        "class_labels": class_label,
+        "class_labels": parse_class_label(args.class_label),
         "num_inference_steps": steps if args.steps is None else args.steps,
         "guidance_scale": guidance_scale if args.guidance_scale is None else args.guidance_scale,
         "guidance_start": args.guidance_start,
         "guidance_stop": args.guidance_stop,
-        "generator": torch.Generator().manual_seed(args.seed),
     }
+    cols = math.ceil(math.sqrt(args.num_images))
+    rows = math.ceil(args.num_images / cols)
     if args.best_of is None:
-        images = pipe(num_images_per_prompt=args.num_images, **sampling).images
+        grid = None
+        for start in range(0, args.num_images, args.batch_size):
+            seeds = range(args.seed + start, args.seed + min(start + args.batch_size, args.num_images))
+            generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+            images = pipe(num_images_per_prompt=len(generators), generator=generators, **sampling).images
+            grid = grid or PIL.Image.new(images[0].mode, (cols * images[0].width, rows * images[0].height))
+            paste_into_grid(grid, images, start, cols)
     else:
         scorer = ClipScorer.from_pretrained(args.clip_model)
-        images = generate_best_of(pipe, scorer, args.num_images, args.best_of, keep, sampling)
-    cols = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
-    grid = image_grid(images, rows=rows, cols=cols)
-    output = Path(args.output)
+        images = generate_best_of(pipe, scorer, args.num_images, args.best_of, keep, sampling, args.seed)
+        grid = image_grid(images, rows=rows, cols=cols)
     output.parent.mkdir(parents=True, exist_ok=True)
     grid.save(output)
-    print(f"Saved {len(images)} images to {output}")
+    print(f"Saved {args.num_images} images to {output}")
+    if args.best_of is None:
+        last = args.num_images - 1
+        print(
+            f"Image i (row by row, from 0) was drawn with seed {args.seed} + i; to get one alone, run this command "
+            f"with -n 1 --seed {args.seed} + i (the last image: -n 1 --seed {args.seed + last})."
+        )
     return output
 
 
+def paste_into_grid(grid: PIL.Image.Image, images: list[PIL.Image.Image], start: int, cols: int) -> None:
+    """Paste `images` into the cells `start`, `start + 1`, ... of `grid` (row by row, `cols` cells a row)."""
+    for i, image in enumerate(images, start=start):
+        grid.paste(image, ((i % cols) * image.width, (i // cols) * image.height))
+
+
 def generate_best_of(
-    pipe: MnistDiffusionPipeline, scorer: ClipScorer, num_images: int, best_of: int, keep: int, sampling: dict
+    pipe: MnistDiffusionPipeline,
+    scorer: ClipScorer,
+    num_images: int,
+    best_of: int,
+    keep: int,
+    sampling: dict,
+    seed: int,
 ) -> list[PIL.Image.Image]:
-    """`num_images` PIL images: each group of `keep` is the CLIP-best of `best_of` fresh candidates."""
+    """`num_images` PIL images: each group of `keep` is the CLIP-best of `best_of` candidates (round r: seed + r)."""
     rounds = math.ceil(num_images / keep)
-    selections = [select_best(pipe, scorer, num_candidates=best_of, keep=keep, **sampling) for _ in range(rounds)]
+    selections = [
+        select_best(
+            pipe,
+            scorer,
+            num_candidates=best_of,
+            keep=keep,
+            generator=torch.Generator().manual_seed(seed + r),
+            **sampling,
+        )
+        for r in range(rounds)
+    ]
     kept = torch.cat([selection.images for selection in selections])[:num_images]
     scores = torch.cat([selection.scores for selection in selections])[:num_images]
     print(f"Kept {len(kept)} of {rounds * best_of} candidates; mean CLIP score {scores.mean():.2f}")
@@ -86,13 +140,22 @@ def register(commands: argparse._SubParsersAction) -> None:
         f"{FAST_GUIDANCE_SCALE} unless --steps / --guidance-scale say otherwise, one network pass per step.",
     )
     gen.add_argument("--class-label", help='A class id or name ("7", "Sneaker").')
-    gen.add_argument("-n", "--num-images", type=int, default=16, help="Number of images (default 16).")
-    gen.add_argument("-o", "--output", default="samples.png", help="Output PNG path (default samples.png).")
+    gen.add_argument(
+        "-n", "--num-images", type=int, default=16, help=f"Number of images, at most {MAX_IMAGES} (default 16)."
+    )
+    gen.add_argument(
+        "-o", "--output", default="samples.png", help="Output image (.png, .jpg, ...; default samples.png)."
+    )
     gen.add_argument("--steps", type=int, help="Denoising steps (default 50; with --fast 4).")
-    gen.add_argument("--guidance-scale", type=float, help="Classifier-free guidance (default 3.0; with --fast 1.4).")
+    gen.add_argument(
+        "--guidance-scale", type=finite_float, help="Classifier-free guidance (default 3.0; with --fast 1.4)."
+    )
     add_guidance_interval_arguments(gen)
     gen.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
-    gen.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
+    gen.add_argument("--seed", type=int, default=0, help="Image i uses seed + i (default 0).")
+    gen.add_argument(
+        "--batch-size", type=int, default=64, help="Images per pipeline call; bounds the memory (default 64)."
+    )
     gen.add_argument(
         "--best-of",
         type=int,

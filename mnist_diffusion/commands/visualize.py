@@ -1,4 +1,4 @@
-"""`mnist-diffusion visualize`: figures of the forward process, denoising, styles, classes and training curves."""
+"""`mnist-diffusion visualize`: figures of the forward process, denoising, styles, classes, interpolation, training."""
 
 from __future__ import annotations
 
@@ -6,29 +6,47 @@ import argparse
 from pathlib import Path
 
 import datasets
+import PIL.Image
 import torch
 from diffusers.image_processor import VaeImageProcessor
+from matplotlib.figure import Figure
 
 from ..data import decode_images, load_split
+from ..interpolation import interpolate
 from ..schedulers import MnistDDPMScheduler
 from ..visualization import (
     class_grid,
     denoising_figure,
     denoising_frames,
     forward_process_figure,
+    labeled_grid,
     plot_training_curves,
     read_training_curves,
     save_gif,
     style_grid,
 )
-from .loading import SCHEDULERS, open_pipeline, parse_class_label
+from .loading import (
+    SCHEDULERS,
+    check_image_output,
+    check_model_argument,
+    finite_float,
+    open_pipeline,
+    parse_class_label,
+)
 
 
 def _output(path: str, suffix: str) -> Path:
-    """`path` with `suffix`, its folder created."""
-    output = Path(path).with_suffix(suffix)
+    """`path` with `suffix`, checked before any work (not a folder, inside a writable one)."""
+    return check_image_output("-o/--output", Path(path).with_suffix(suffix))
+
+
+def _save(figure: PIL.Image.Image | Figure, output: Path) -> None:
+    """Save a PIL image or a matplotlib figure to `output`, its folder created."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    return output
+    if isinstance(figure, Figure):
+        figure.savefig(output)
+    else:
+        figure.save(output)
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -65,12 +83,13 @@ def forward(args: argparse.Namespace) -> Path:
     if args.model is None:
         scheduler = MnistDDPMScheduler()
     else:
+        check_model_argument(args.model)
         scheduler = MnistDDPMScheduler.from_pretrained(args.model, subfolder="scheduler")
+    output = _output(args.output, ".png")
     digit, name = load_digit(args)
     generator = torch.Generator().manual_seed(args.seed)
     figure = forward_process_figure(scheduler, digit, generator=generator, scale=args.scale)
-    output = _output(args.output, ".png")
-    figure.save(output)
+    _save(figure, output)
     print(f"Saved the forward process of {name} to {output}")
     return output
 
@@ -79,6 +98,7 @@ def denoise(args: argparse.Namespace) -> tuple[Path, Path]:
     """Save the denoising trajectory of a prompt and/or class label as a PNG figure and a GIF."""
     if args.prompt is None and args.class_label is None:
         raise ValueError("Give a prompt, --class-label, or both.")
+    png, gif = _output(args.output, ".png"), _output(args.output, ".gif")
     pipe = open_pipeline(args.model, args.scheduler)
     kwargs = _sampling_kwargs(args)
     scale = kwargs.pop("scale")
@@ -86,8 +106,7 @@ def denoise(args: argparse.Namespace) -> tuple[Path, Path]:
         prompt=args.prompt, class_labels=parse_class_label(args.class_label), return_trajectory=True, **kwargs
     ).trajectory
     title = " + ".join(part for part in (args.prompt, args.class_label and f"class {args.class_label}") if part)
-    png, gif = _output(args.output, ".png"), _output(args.output, ".gif")
-    denoising_figure(trajectory, num_columns=args.columns, title=title, scale=scale).save(png)
+    _save(denoising_figure(trajectory, num_columns=args.columns, title=title, scale=scale), png)
     save_gif(denoising_frames(trajectory, title=title, scale=scale), gif)
     print(f"Saved the denoising trajectory of {title!r} to {png} and {gif} ({len(trajectory.timesteps)} frames)")
     return png, gif
@@ -95,29 +114,57 @@ def denoise(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def styles(args: argparse.Namespace) -> Path:
     """Save one class in every style (thickness x slant, optionally size)."""
+    output = _output(args.output, ".png")
     pipe = open_pipeline(args.model, args.scheduler)
     figure = style_grid(pipe, parse_class_label(args.label), args.num_images, args.sizes, **_sampling_kwargs(args))
-    output = _output(args.output, ".png")
-    figure.save(output)
+    _save(figure, output)
     print(f"Saved the styles of {args.label!r} to {output}")
     return output
 
 
 def classes(args: argparse.Namespace) -> Path:
     """Save a grid of every class, a row per class."""
+    output = _output(args.output, ".png")
     pipe = open_pipeline(args.model, args.scheduler)
     figure = class_grid(pipe, args.num_images, **_sampling_kwargs(args))
-    output = _output(args.output, ".png")
-    figure.save(output)
+    _save(figure, output)
     print(f"Saved {args.num_images} samples of {pipe.num_classes} classes to {output}")
+    return output
+
+
+def interpolation(args: argparse.Namespace) -> Path:
+    """Save a row of frames morphing between two prompts, two class labels and/or two seeds."""
+    prompts = (args.start, args.end) if args.start is not None or args.end is not None else None
+    if prompts is not None and None in prompts:
+        raise ValueError('Give two prompts (start and end), e.g. "a 3" "an 8".')
+    class_labels = None if args.class_labels is None else [parse_class_label(v) for v in args.class_labels]
+    seeds = (args.seed, args.seed) if args.seeds is None else tuple(args.seeds)
+    output = _output(args.output, ".png")
+    pipe = open_pipeline(args.model, args.scheduler)
+    frames = interpolate(
+        pipe,
+        prompts=prompts,
+        class_labels=class_labels,
+        seeds=seeds,
+        prompt=args.prompt,
+        class_label=parse_class_label(args.class_label),
+        num_frames=args.num_frames,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+    ).images
+    parts = [f"{pair[0]!r} -> {pair[1]!r}" for pair in (prompts, class_labels) if pair is not None]
+    parts += [f"seed {seeds[0]} -> {seeds[1]}"] if seeds[0] != seeds[1] else []
+    weights = [f"{i / (args.num_frames - 1):.2f}" for i in range(args.num_frames)]
+    _save(labeled_grid([frames], column_labels=weights, title=", ".join(parts), scale=args.scale), output)
+    print(f"Saved {args.num_frames} frames ({', '.join(parts)}) to {output}")
     return output
 
 
 def training(args: argparse.Namespace) -> Path:
     """Plot the loss, learning rate and evaluation curves of a training run."""
-    curves = read_training_curves(args.run)
     output = _output(args.output, ".png")
-    plot_training_curves(curves, title=str(args.run)).savefig(output)
+    curves = read_training_curves(args.run)
+    _save(plot_training_curves(curves, title=str(args.run)), output)
     print(f"Saved the curves of {args.run} ({', '.join(sorted(curves))}) to {output}")
     return output
 
@@ -125,7 +172,7 @@ def training(args: argparse.Namespace) -> Path:
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `visualize` subcommand and its figures to the `mnist-diffusion` parser."""
     parser = commands.add_parser(
-        "visualize", help="Figures: forward process, denoising trajectory, styles, classes, training curves."
+        "visualize", help="Figures: forward process, denoising, styles, classes, interpolation, training curves."
     )
     figures = parser.add_subparsers(dest="figure", required=True)
 
@@ -135,7 +182,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     sampling = argparse.ArgumentParser(add_help=False, parents=[common])
     sampling.add_argument("--model", help="A saved pipeline (folder or Hub repo id); default: the released model.")
     sampling.add_argument("--steps", type=int, default=50, help="Denoising steps (default 50).")
-    sampling.add_argument("--guidance-scale", type=float, default=3.0, help="Classifier-free guidance (default 3.0).")
+    sampling.add_argument(
+        "--guidance-scale", type=finite_float, default=3.0, help="Classifier-free guidance (default 3.0)."
+    )
     sampling.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
 
     fwd = figures.add_parser(
@@ -178,6 +227,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     cls.add_argument("-n", "--num-images", type=int, default=8, help="Samples per class (default 8).")
     cls.add_argument("-o", "--output", default="classes.png", help="Output PNG (default classes.png).")
     cls.set_defaults(func=classes)
+
+    itp = figures.add_parser(
+        "interpolate",
+        parents=[sampling],
+        help="Morph between two prompts, two class labels and/or two seeds (lerp of embeddings, slerp of noise).",
+    )
+    itp.add_argument("start", nargs="?", help='The first prompt, e.g. "a 3".')
+    itp.add_argument("end", nargs="?", help='The last prompt, e.g. "an 8".')
+    itp.add_argument("--class-labels", nargs=2, metavar=("START", "END"), help="Interpolate between two classes.")
+    itp.add_argument("--seeds", type=int, nargs=2, metavar=("START", "END"), help="Slerp between two noises.")
+    itp.add_argument("--prompt", help="A fixed prompt (when prompts are not interpolated).")
+    itp.add_argument("--class-label", help="A fixed class (when class labels are not interpolated).")
+    itp.add_argument("-n", "--num-frames", type=int, default=8, help="Frames, both ends included (default 8).")
+    itp.add_argument("-o", "--output", default="interpolate.png", help="Output PNG (default interpolate.png).")
+    itp.set_defaults(func=interpolation, scheduler="dpm")  # deterministic: frames differ only by what is blended
 
     trn = figures.add_parser(
         "training", help="Loss, learning rate, conditional accuracy and classifier FID of a training run."

@@ -1,5 +1,10 @@
 """Noise schedulers of mnist-diffusion."""
 
-from .scheduling_mnist_ddpm import MnistDDPMScheduler, predict_original_sample, predict_original_sample_and_noise
+from .scheduling_mnist_ddpm import (
+    MnistDDPMScheduler,
+    predict_original_sample,
+    predict_original_sample_and_noise,
+    renoise,
+)
 
-__all__ = ["MnistDDPMScheduler", "predict_original_sample", "predict_original_sample_and_noise"]
+__all__ = ["MnistDDPMScheduler", "predict_original_sample", "predict_original_sample_and_noise", "renoise"]

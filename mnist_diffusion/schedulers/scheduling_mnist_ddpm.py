@@ -7,12 +7,19 @@ from typing import Literal
 
 import numpy as np
 import torch
+from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
 # diffusers' pipeline loader looks up `SchedulerMixin` in the module that defines a third-party scheduler, so this
 # module must expose it (it is also the type of `predict_original_sample`'s `scheduler`).
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
+
+#: The defaults of `MnistDDPMScheduler` that differ from `DDPMScheduler`'s. They are always written to the config
+#: (never listed in `_use_default_values`), so a scheduler swap such as `DDIMScheduler.from_config(scheduler.config)`
+#: keeps the cosine schedule, trailing spacing, unclipped samples and v-prediction; every other key that took its
+#: default is listed there, as `DDPMScheduler` lists it, and the swap target then uses its own default for it.
+DIGIT_DEFAULTS = ("beta_schedule", "clip_sample", "prediction_type", "timestep_spacing")
 
 
 def predict_original_sample(
@@ -85,12 +92,52 @@ def predict_original_sample_and_noise(
     return original.to(sample.dtype), noise.to(sample.dtype)
 
 
+def renoise(
+    scheduler: SchedulerMixin,
+    sample: torch.Tensor,
+    from_timestep: int,
+    to_timestep: int,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+) -> torch.Tensor:
+    r"""
+    Sample `q(x_to | x_from)`: push a sample at `from_timestep` forward to the noisier `to_timestep` in one jump.
+
+    `x_to = sqrt(a_to / a_from) x_from + sqrt(1 - a_to / a_from) noise` with `a` the scheduler's `alphas_cumprod`
+    (`from_timestep=-1` is the clean sample, `a = 1`). This is the resampling move of RePaint (Lugmayr et al., 2022)
+    that inpainting uses to harmonise the generated region with the known one; any scheduler with `alphas_cumprod`
+    (DDPM, DDIM, ...) works.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from mnist_diffusion.schedulers import MnistDDPMScheduler, renoise
+
+    >>> scheduler = MnistDDPMScheduler()
+    >>> x = renoise(scheduler, torch.zeros(2, 1, 28, 28), from_timestep=-1, to_timestep=999)
+    >>> round(float(x.std()), 1)  # pure noise at the last timestep
+    1.0
+    ```
+    """
+    if not -1 <= from_timestep < to_timestep < scheduler.config.num_train_timesteps:
+        raise ValueError(
+            f"renoise goes from timestep {from_timestep} to {to_timestep}; expected "
+            f"-1 <= from_timestep < to_timestep < {scheduler.config.num_train_timesteps}."
+        )
+    alphas_cumprod = scheduler.alphas_cumprod.to(dtype=torch.float64)
+    alpha_from = alphas_cumprod[from_timestep] if from_timestep >= 0 else torch.tensor(1.0, dtype=torch.float64)
+    ratio = alphas_cumprod[to_timestep] / alpha_from
+    noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+    return (ratio.sqrt().item() * sample + (1 - ratio).sqrt().item() * noise).to(sample.dtype)
+
+
 class MnistDDPMScheduler(DDPMScheduler):
     r"""
     [`DDPMScheduler`] with defaults for 28x28 digits and the extra noise-schedule math this project uses.
 
     Everything of `DDPMScheduler` (config keys, `set_timesteps`, `step`, `add_noise`, `get_velocity`,
-    `save_pretrained`/`from_pretrained`) is unchanged; it only changes defaults and adds methods:
+    `save_pretrained`/`from_pretrained`, `from_config`) is unchanged; it only changes defaults (recorded as
+    [`DIGIT_DEFAULTS`] describes) and adds methods:
 
     - [`~MnistDDPMScheduler.forward_trajectory`]: one image noised to several timesteps or noise percentages with
       the same noise (the "watch a digit dissolve into noise" figure; `q_sample` in course notebooks);
@@ -132,9 +179,7 @@ class MnistDDPMScheduler(DDPMScheduler):
 
     _compatibles = DDPMScheduler._compatibles + ["DDPMScheduler"]
 
-    # Not decorated with `register_to_config`: the parent's decorated `__init__` receives every argument explicitly,
-    # so the config marks none of these defaults as "use the target class's default". That keeps the cosine
-    # schedule and trailing spacing when the config is loaded into DDIMScheduler, DPMSolverMultistepScheduler, etc.
+    @register_to_config
     def __init__(
         self,
         num_train_timesteps: int = 1000,
@@ -153,6 +198,9 @@ class MnistDDPMScheduler(DDPMScheduler):
         steps_offset: int = 0,
         rescale_betas_zero_snr: bool = False,
     ):
+        # `register_to_config` has recorded every argument and which ones took their default; the parent's own
+        # decorated `__init__` below receives them all explicitly and adds nothing to that record.
+        defaulted = self.config.get("_use_default_values", [])
         super().__init__(
             num_train_timesteps=num_train_timesteps,
             beta_start=beta_start,
@@ -170,6 +218,8 @@ class MnistDDPMScheduler(DDPMScheduler):
             steps_offset=steps_offset,
             rescale_betas_zero_snr=rescale_betas_zero_snr,
         )
+        if defaulted:
+            self.register_to_config(_use_default_values=sorted(set(defaulted) - set(DIGIT_DEFAULTS)))
 
     def timesteps_from_noise_fractions(self, noise_fractions: Sequence[float] | torch.Tensor) -> torch.Tensor:
         r"""

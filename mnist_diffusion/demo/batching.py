@@ -1,0 +1,175 @@
+"""`SamplingWorker`: runs all of the demo's sampling on one thread, merging concurrent generation requests."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import PIL.Image
+import torch
+
+from ..pipelines import MnistDiffusionPipeline
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    r"""
+    One user's request for `num_images` images; image `i` is sampled with `torch.Generator().manual_seed(seed + i)`,
+    so the result does not depend on which other requests it was batched with.
+    """
+
+    prompt: str | None
+    class_label: int | None
+    scheduler: str
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+    num_images: int
+
+    @property
+    def batch_key(self) -> tuple:
+        """Requests with equal keys can share one pipeline call (same scheduler, steps, guidance and conditioning)."""
+        return (
+            self.scheduler,
+            self.num_inference_steps,
+            self.guidance_scale,
+            self.prompt is None,
+            self.class_label is None,
+        )
+
+
+@dataclass
+class _Job:
+    future: Future
+    request: GenerationRequest | None = None
+    function: Callable[[], Any] | None = None
+
+
+class SamplingWorker:
+    r"""
+    One thread that runs every sampling job of the demo in turn, so the torch threads (the machine's cores) are never
+    oversubscribed and a scheduler, which keeps per-call state, is never used by two calls at once.
+
+    Generation requests waiting in the queue with the same settings ([`GenerationRequest.batch_key`]) run as one
+    batched pipeline call of up to `max_batch_images` images, so the requests of several users share the UNet's
+    forward passes. Other jobs (`submit`) run alone, in arrival order.
+
+    Args:
+        pipes (`dict[str, MnistDiffusionPipeline]`): The pipeline for each scheduler name of the requests.
+        max_batch_images (`int`, defaults to 64): Most images in one merged call (a single request may be larger).
+            Everyone in a merged call waits for all of it, so merging stops at one full request's worth: small
+            requests share a call's fixed costs, and the first users of a burst are not held up by the last.
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.demo.batching import GenerationRequest, SamplingWorker
+    >>> from mnist_diffusion.demo.models import DemoModels
+
+    >>> worker = SamplingWorker(DemoModels().pipes)
+    >>> images = worker.generate(GenerationRequest("a thick 7", 7, "DPM-Solver++", 20, 1.4, seed=0, num_images=4))
+    >>> worker.close()
+    ```
+    """
+
+    def __init__(self, pipes: dict[str, MnistDiffusionPipeline], max_batch_images: int = 64):
+        self.pipes = pipes
+        self.max_batch_images = max_batch_images
+        self._jobs: deque[_Job] = deque()
+        self._condition = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="mnist-diffusion-sampler", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Jobs waiting for the worker (the running one not counted)."""
+        with self._condition:
+            return len(self._jobs)
+
+    def submit(self, function: Callable[[], Any]) -> Future:
+        """Run `function()` on the worker thread after the jobs already queued; returns its future."""
+        return self._put(_Job(Future(), function=function))
+
+    def generate(self, request: GenerationRequest) -> list[PIL.Image.Image]:
+        """The images of `request` (blocks until done; errors of the pipeline are raised here)."""
+        if request.scheduler not in self.pipes:
+            raise ValueError(f"Unknown scheduler {request.scheduler!r}; expected one of {list(self.pipes)}.")
+        return self._put(_Job(Future(), request=request)).result()
+
+    def close(self) -> None:
+        """Stop the thread after the running job; jobs still queued are cancelled."""
+        with self._condition:
+            self._closed = True
+            for job in self._jobs:
+                job.future.cancel()
+            self._jobs.clear()
+            self._condition.notify_all()
+        self._thread.join()
+
+    def _put(self, job: _Job) -> Future:
+        with self._condition:
+            if self._closed:
+                raise RuntimeError("The sampling worker is closed.")
+            self._jobs.append(job)
+            self._condition.notify()
+        return job.future
+
+    def _next_batch(self) -> list[_Job] | None:
+        """The next job, with the queued generation requests that can join it; None once closed."""
+        with self._condition:
+            while not self._jobs and not self._closed:
+                self._condition.wait()
+            if self._closed:
+                return None
+            batch = [self._jobs.popleft()]
+            if batch[0].request is None:
+                return batch
+            key, total = batch[0].request.batch_key, batch[0].request.num_images
+            for job in list(self._jobs):
+                request = job.request
+                if request is not None and request.batch_key == key:
+                    if total + request.num_images > self.max_batch_images:
+                        break
+                    self._jobs.remove(job)
+                    batch.append(job)
+                    total += request.num_images
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            try:
+                if batch[0].request is None:
+                    batch[0].future.set_result(batch[0].function())
+                else:
+                    self._generate(batch)
+            except Exception as error:  # handed to the waiting callers, which report it
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+
+    def _generate(self, batch: list[_Job]) -> None:
+        """One pipeline call for every request of `batch` (one prompt/label and one generator per image)."""
+        requests = [job.request for job in batch]
+        first = requests[0]
+        prompts = [r.prompt for r in requests for _ in range(r.num_images)]
+        labels = [r.class_label for r in requests for _ in range(r.num_images)]
+        generators = [torch.Generator().manual_seed(r.seed + i) for r in requests for i in range(r.num_images)]
+        images = self.pipes[first.scheduler](
+            prompt=None if first.prompt is None else prompts,
+            class_labels=None if first.class_label is None else labels,
+            num_inference_steps=first.num_inference_steps,
+            guidance_scale=first.guidance_scale,
+            generator=generators,
+        ).images
+        start = 0
+        for job, request in zip(batch, requests, strict=True):
+            job.future.set_result(images[start : start + request.num_images])
+            start += request.num_images

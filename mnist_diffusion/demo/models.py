@@ -1,0 +1,76 @@
+"""`DemoModels`: the demo's one loaded copy of the pipeline (one view per scheduler), classifier and test digits."""
+
+from __future__ import annotations
+
+import torch
+
+from ..commands.loading import SCHEDULERS, open_pipeline
+from ..evaluation import class_names_and_classifier
+from ..pipelines import MnistDiffusionPipeline, MnistImg2ImgPipeline, MnistInpaintPipeline
+from ..schedulers import MnistDDPMScheduler
+from .test_digits import load_test_digits
+
+#: The schedulers offered in the demo: display name -> key of `mnist_diffusion.commands.loading.SCHEDULERS`.
+SCHEDULER_NAMES = {"DPM-Solver++": "dpm", "DDIM": "ddim", "DDPM": "ddpm"}
+
+
+class DemoModels:
+    r"""
+    The models behind the demo, loaded once and shared by every tab and every user.
+
+    The pipeline is loaded once; for each scheduler of [`SCHEDULER_NAMES`], text-to-image, image-to-image and
+    inpainting views of it are built with `from_pipe`, which shares the UNet, text encoder and tokenizer (no weight
+    is copied); each view gets its own scheduler instance (a scheduler keeps per-call state).
+
+    Args:
+        model (`str`, *optional*): A pipeline folder or Hub repo id; the released model shipped with the package by
+            default.
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.demo.models import DemoModels
+
+    >>> models = DemoModels()
+    >>> models.pipes["DDIM"].unet is models.img2img["DPM-Solver++"].unet is models.inpaint["DDPM"].unet
+    True
+    ```
+    """
+
+    def __init__(self, model: str | None = None):
+        base = open_pipeline(model)
+        base.set_progress_bar_config(disable=True)
+        self.model = model
+        self.pipes: dict[str, MnistDiffusionPipeline] = {}
+        self.img2img: dict[str, MnistImg2ImgPipeline] = {}
+        self.inpaint: dict[str, MnistInpaintPipeline] = {}
+        kinds = (
+            (self.pipes, MnistDiffusionPipeline),
+            (self.img2img, MnistImg2ImgPipeline),
+            (self.inpaint, MnistInpaintPipeline),
+        )
+        for name, key in SCHEDULER_NAMES.items():
+            for views, cls in kinds:
+                views[name] = cls.from_pipe(base, scheduler=SCHEDULERS[key].from_config(base.scheduler.config))
+        self.class_names, classifier = class_names_and_classifier(base, None)
+        self.classifier = classifier.eval()
+        # The forward process of the tab "The forward process": the scheduler's own `forward_trajectory`.
+        self.noise_scheduler = MnistDDPMScheduler.from_config(base.scheduler.config)
+        self.test_digits, self.test_labels = load_test_digits()
+
+    @property
+    def pipe(self) -> MnistDiffusionPipeline:
+        """The view with the default scheduler (DPM-Solver++), e.g. for the components' configs."""
+        return self.pipes["DPM-Solver++"]
+
+    @property
+    def has_text_encoder(self) -> bool:
+        """Whether the pipeline takes prompts."""
+        return self.pipe.text_encoder is not None
+
+    @torch.no_grad()
+    def read(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""The classifier's reading of images in [-1, 1]: predicted class ids and their probabilities `(n,)`."""
+        probabilities = self.classifier((images.clamp(-1, 1) + 1) / 2).softmax(dim=1)
+        confidence, labels = probabilities.max(dim=1)
+        return labels, confidence

@@ -1,0 +1,302 @@
+"""The demo served on 127.0.0.1, driven in headless Chromium (Playwright) and through its API (gradio_client)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnist_diffusion.classifier import MnistClassifier
+from mnist_diffusion.pretrained import MNIST_CLASSIFIER
+
+MISSING = [name for name in ("gradio", "gradio_client", "playwright") if importlib.util.find_spec(name) is None]
+if MISSING:
+    pytest.skip(f"the demo tests need {', '.join(MISSING)}: pip install -e '.[demo,test]'", allow_module_level=True)
+
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from mnist_diffusion.demo import build_demo  # noqa: E402
+
+#: Debian's chromium (Playwright cannot download its own browser here); MNIST_DIFFUSION_CHROMIUM overrides it.
+CHROMIUM = os.environ.get("MNIST_DIFFUSION_CHROMIUM") or shutil.which("chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+#: Set it to a folder to keep the screenshots (the README's docs/demo.png comes from `test_generate_in_the_browser`).
+SCREENSHOT_DIR = os.environ.get("MNIST_DIFFUSION_SCREENSHOT_DIR")
+needs_browser = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium: apt-get install -y chromium (or set MNIST_DIFFUSION_CHROMIUM)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The demo with the shipped models, served on a free 127.0.0.1 port for the whole module."""
+    torch.manual_seed(0)
+    demo = build_demo()
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    yield demo.local_url
+    demo.close()
+    demo.sampling_worker.close()
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return MnistClassifier.from_pretrained(MNIST_CLASSIFIER).eval()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh page of the demo, loaded."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(server)
+    page.locator("#gen-button").wait_for()
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str, tmp_path: Path) -> None:
+    """Save a full-page screenshot under the test's tmp_path, and into SCREENSHOT_DIR when it is set."""
+    page.screenshot(path=tmp_path / name, full_page=True)
+    if SCREENSHOT_DIR:
+        Path(SCREENSHOT_DIR).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=Path(SCREENSHOT_DIR) / name, full_page=True)
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    """Pick `option` in the dropdown `#elem_id` as a user does: open it, click the option."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def read_grid(path: Path, classifier: MnistClassifier, cell: int = 28) -> list[int]:
+    """The classifier's reading of each 28x28 cell of a downloaded grid (black cells left over are skipped)."""
+    grid = np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255
+    cells = [
+        grid[r : r + cell, c : c + cell]
+        for r in range(0, grid.shape[0], cell)
+        for c in range(0, grid.shape[1], cell)
+        if grid[r : r + cell, c : c + cell].max() > 0
+    ]
+    labels, _ = classifier.predict(torch.from_numpy(np.stack(cells)).unsqueeze(1))
+    return labels.tolist()
+
+
+def download_image(page, selector: str, path: Path) -> Path:
+    """Fetch the picture an <img> of the page shows, as the browser does."""
+    path.write_bytes(page.request.get(page.locator(selector).get_attribute("src")).body())
+    return path
+
+
+def download(page, selector: str, path: Path) -> Path:
+    with page.expect_download() as event:
+        page.locator(selector).click()
+    event.value.save_as(path)
+    return path
+
+
+@needs_browser
+def test_generate_in_the_browser(page, classifier, tmp_path):
+    page.locator("#gen-prompt textarea").fill("a thick slanted 3")
+    page.locator("#gen-steps input").fill("8")
+    page.locator("#gen-count input").fill("16")
+    page.locator("#gen-button").click()
+    page.locator("#gen-grid img").wait_for()
+    page.locator("#gen-files a[download='image_15.png']").wait_for(state="attached")
+    assert "reads them as" in page.locator("#gen-summary").inner_text()
+    assert "prompt='a thick slanted 3'" in page.locator("#gen-code .cm-content").inner_text()
+    grid = download(page, "#gen-files a[download='grid.png']", tmp_path / "grid.png")
+    assert Image.open(grid).size == (28 * 4, 28 * 4)  # 16 images in a 4x4 grid
+    readings = read_grid(grid, classifier)
+    assert len(readings) == 16 and readings.count(3) >= 15, readings
+    screenshot(page, "demo.png", tmp_path)
+
+
+@needs_browser
+def test_style_preset_writes_the_prompt_for_the_class(page):
+    choose(page, "gen-class", "7")
+    choose(page, "gen-preset", "thick right-slanted")
+    page.wait_for_function("() => document.querySelector('#gen-prompt textarea').value.includes('seven')")
+    assert page.locator("#gen-prompt textarea").input_value() == "a thick right-slanted seven"
+
+
+@needs_browser
+def test_watch_it_denoise_streams_then_scrubs(page, tmp_path):
+    page.get_by_role("tab", name="Watch it denoise").click()
+    choose(page, "watch-class", "4")
+    page.locator("#watch-steps input").fill("6")
+    page.locator("#watch-button").click()
+    page.get_by_text("drag the slider").wait_for()
+    assert page.locator("#watch-readings .virtual-row").count() == 6  # the classifier's reading at each step
+    assert "reads as **4**" not in page.locator("#watch-reading").inner_text()  # rendered as bold, not markdown
+    last = page.locator("#watch-xt img").get_attribute("src")
+    page.locator("#watch-slider input[type=range]").fill("1")
+    page.get_by_text("step 1/6").wait_for()
+    assert page.locator("#watch-xt img").get_attribute("src") != last
+    screenshot(page, "demo_watch.png", tmp_path)
+
+
+@needs_browser
+def test_forward_process_slider_noises_the_digit(page, tmp_path):
+    page.get_by_role("tab", name="The forward process").click()
+    noisy = page.locator("#forward-noisy img")
+    noisy.wait_for()
+    before = noisy.get_attribute("src")
+    page.locator("#forward-noise input[type=range]").fill("90")
+    page.get_by_text("timestep t=899").wait_for()
+    assert noisy.get_attribute("src") != before
+    choose(page, "forward-source", "my drawing")
+    page.get_by_text("The drawing is blank").wait_for()  # nothing drawn yet: a message, not a crash
+    draw_stroke(page, "forward-sketch", [(0.3, 0.2), (0.7, 0.2), (0.45, 0.85)])  # a "7"
+    page.locator("#forward-noise input[type=range]").fill("10")
+    page.get_by_text("timestep t=99,").wait_for()
+    clean = np.asarray(Image.open(download_image(page, "#forward-clean img", tmp_path / "clean.png")))
+    assert clean.shape == (224, 224) and clean.max() == 255 and clean[0, 0] == 0  # the stroke, white on black
+    screenshot(page, "demo_forward.png", tmp_path)
+
+
+def draw_stroke(page, elem_id: str, points: list[tuple[float, float]]) -> None:
+    """Drag the mouse through `points` (fractions of the canvas) on the sketchpad `#elem_id`."""
+    box = page.locator(f"#{elem_id} canvas").first.bounding_box()
+    side = min(box["width"], box["height"])  # the square drawing area, centred in the canvas
+    left, top = box["x"] + (box["width"] - side) / 2, box["y"] + (box["height"] - side) / 2
+    page.mouse.move(left + points[0][0] * side, top + points[0][1] * side)
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(left + x * side, top + y * side, steps=8)
+    page.mouse.up()
+
+
+@needs_browser
+def test_draw_turns_a_stroke_into_a_digit(page, classifier, tmp_path):
+    page.get_by_role("tab", name="Draw").click()
+    draw_stroke(page, "draw-sketch", [(0.5, 0.15), (0.52, 0.5), (0.54, 0.85)])  # a "1"
+    page.locator("#draw-steps input").fill("8")
+    page.locator("#draw-button").click()
+    page.locator("#draw-result img").wait_for()
+    drawing = download(page, "#draw-files a[download='drawing.png']", tmp_path / "drawing.png")
+    assert np.asarray(Image.open(drawing)).max() == 255  # the stroke arrived
+    grid = download(page, "#draw-files a[download='grid.png']", tmp_path / "draw_grid.png")
+    readings = read_grid(grid, classifier)
+    assert len(readings) == 4 and readings.count(1) >= 3, readings
+    page.get_by_label("Complete it (inpainting)").check()
+    choose(page, "draw-class", "7")
+    page.locator("#draw-button").click()
+    page.get_by_text("as 7.").wait_for()
+    assert "MnistInpaintPipeline" in page.locator("#draw-code .cm-content").inner_text()
+    screenshot(page, "demo_draw.png", tmp_path)
+
+
+@needs_browser
+def test_bad_input_shows_a_message_and_the_server_keeps_serving(page):
+    page.locator("#gen-prompt textarea").fill("")
+    page.locator("#gen-button").click()
+    page.get_by_text("there is nothing to draw yet").wait_for()
+    page.locator("#gen-prompt textarea").fill("a 6")
+    page.locator("#gen-steps input").fill("500")
+    page.locator("#gen-button").click()
+    page.get_by_text("Steps is 500; the demo allows 1 to 100.").wait_for()
+    page.locator("#gen-steps input").fill("4")
+    page.locator("#gen-count input").fill("65")
+    page.locator("#gen-button").click()
+    page.get_by_text("Number of images is 65; the demo allows 1 to 64.").wait_for()
+    page.get_by_role("tab", name="Draw").click()
+    page.locator("#draw-button").click()
+    page.get_by_text("The drawing is blank").wait_for()
+    page.get_by_role("tab", name="Generate").click()
+    page.locator("#gen-count input").fill("2")
+    page.locator("#gen-button").click()
+    page.locator("#gen-files a[download='image_01.png']").wait_for()  # served after all the refusals
+    assert page.locator("#gen-grid img").is_visible()
+
+
+def test_api_with_gradio_client(server, classifier):
+    client = Client(server, verbose=False)
+    grid, files, summary, code = client.predict(
+        "", "5", "DPM-Solver++", 4, 1.4, 3, 2, api_name="/generate"
+    )  # prompt, class, scheduler, steps, guidance, seed, count
+    assert [Path(f).name for f in files] == ["grid.png", "image_00.png", "image_01.png"]
+    assert summary == "The classifier reads **2 of 2** as 5."
+    # The code shown beside the result makes the same images.
+    namespace = {}
+    exec(code, namespace)  # noqa: S102 - the demo's own snippet
+    for path, image in zip(files[1:], namespace["images"], strict=True):
+        difference = np.abs(np.asarray(Image.open(path), dtype=int) - np.asarray(image, dtype=int)).max()
+        assert difference <= 2
+    with pytest.raises(AppError, match="Unknown class label 'eleven'"):
+        client.predict("", "eleven", "DPM-Solver++", 4, 1.4, 0, 2, api_name="/generate")
+    with pytest.raises(AppError, match="Number of images is 1000"):
+        client.predict("a 5", "(none)", "DPM-Solver++", 4, 1.4, 0, 1000, api_name="/generate")
+    job = client.submit("", "8", "DDIM", 5, 1.4, 0, api_name="/watch")
+    updates = list(job)
+    assert len(updates) == 6  # one per step, then the final one with the slider enabled
+    assert "from step" in updates[-1][2] and len(updates[-1][3]["data"]) == 5
+    clean, noisy, info, _ = client.predict("test digit 0 (a 0)", None, 100, 0, api_name="/forward")
+    assert "t=999" in info and not np.array_equal(np.asarray(Image.open(clean)), np.asarray(Image.open(noisy)))
+
+
+def test_api_draw_and_its_code(server, tmp_path, monkeypatch):
+    # A "7" drawn with a dark pen on white paper, as a phone photo or another sketchpad would give it.
+    paper = Image.new("RGB", (200, 200), "white")
+    pixels = np.asarray(paper).copy()
+    pixels[30:45, 40:160] = 0  # the bar
+    for row in range(45, 175):
+        column = 150 - (row - 45) * 60 // 130
+        pixels[row, column - 8 : column + 8] = 0  # the stem
+    drawing_file = tmp_path / "seven.png"
+    Image.fromarray(pixels).save(drawing_file)
+    sketch = {"background": handle_file(drawing_file), "layers": [], "composite": handle_file(drawing_file)}
+    client = Client(server, verbose=False)
+    arguments = ["Complete it (inpainting)", "", "7", 0.6, "DDIM", 6, 1.4, 0, 2]
+    seen, grid, files, summary, code = client.predict(sketch, *arguments, api_name="/draw")
+    names = [Path(f).name for f in files]
+    assert names == ["grid.png", "image_00.png", "image_01.png", "drawing.png", "mask.png"]
+    stroke = np.asarray(Image.open(files[3])) > 25
+    assert 30 < stroke.sum() < 300 and not (np.asarray(Image.open(files[4])) > 0)[stroke].any()  # strokes are kept
+    # The code beside the result, run on the downloaded drawing.png and mask.png, makes the same images.
+    for path in files[3:]:
+        shutil.copy(path, tmp_path / Path(path).name)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(code, namespace)  # noqa: S102 - the demo's own snippet
+    for path, image in zip(files[1:3], namespace["images"], strict=True):
+        assert np.abs(np.asarray(Image.open(path), dtype=int) - np.asarray(image, dtype=int)).max() <= 2
+    with pytest.raises(AppError, match="The drawing is blank"):
+        blank = tmp_path / "blank.png"
+        Image.new("RGB", (200, 200), "white").save(blank)
+        client.predict(
+            {"background": handle_file(blank), "layers": [], "composite": handle_file(blank)},
+            *arguments,
+            api_name="/draw",
+        )

@@ -1,0 +1,120 @@
+"""The demo's parts that need no browser: the sketch conversion, the sampling worker's batching, the test digits."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from mnist_diffusion.classifier import MnistClassifier
+from mnist_diffusion.cli import main
+from mnist_diffusion.commands.loading import open_pipeline
+from mnist_diffusion.demo.batching import GenerationRequest, SamplingWorker
+from mnist_diffusion.demo.drawing import sketch_to_digit
+from mnist_diffusion.demo.test_digits import load_test_digits
+from mnist_diffusion.pretrained import MNIST_CLASSIFIER
+
+
+def test_shipped_test_digits_are_real_digits_of_each_class():
+    images, labels = load_test_digits()
+    assert images.shape == (20, 1, 28, 28) and images.min() == -1 and images.max() == 1
+    assert labels.tolist() == list(range(10)) * 2
+    predicted, _ = MnistClassifier.from_pretrained(MNIST_CLASSIFIER).predict((images + 1) / 2)
+    assert predicted.tolist() == labels.tolist()
+
+
+def test_sketch_to_digit_centres_the_ink_like_mnist():
+    # A white stroke near the corner of a black canvas, as the demo's sketchpad gives it (opaque RGBA).
+    canvas = np.zeros((280, 280, 4), dtype=np.uint8)
+    canvas[..., 3] = 255
+    canvas[10:110, 10:30, :3] = 255
+    digit = sketch_to_digit({"composite": canvas})
+    assert digit.shape == (1, 1, 28, 28) and digit.min() == -1 and digit.max() == 1
+    ink = (digit[0, 0] + 1) / 2
+    rows, cols = torch.nonzero(ink > 0.5, as_tuple=True)
+    assert rows.max() - rows.min() + 1 == 20  # the long side fills the 20x20 box
+    centre = (ink * torch.arange(28.0)[:, None]).sum() / ink.sum(), (ink * torch.arange(28.0)).sum() / ink.sum()
+    assert abs(centre[0] - 13.5) <= 1 and abs(centre[1] - 13.5) <= 1
+
+
+def test_sketch_to_digit_reads_dark_ink_on_paper_and_transparent_canvases():
+    paper = np.full((200, 200, 3), 255, dtype=np.uint8)
+    paper[20:180, 90:110] = 0  # black pen on white paper
+    transparent = np.zeros((200, 200, 4), dtype=np.uint8)
+    transparent[20:180, 90:110] = (0, 0, 0, 255)  # black strokes on a transparent layer
+    for drawing in (paper, {"composite": transparent}):
+        digit = sketch_to_digit(drawing)
+        assert digit[0, 0, 14, 14] == 1 and digit[0, 0, 0, 0] == -1  # white ink on black, like MNIST
+
+
+@pytest.mark.parametrize("blank", [None, {"composite": None}, np.zeros((50, 50, 4), np.uint8), np.full((50, 50), 7)])
+def test_sketch_to_digit_returns_none_for_a_blank_drawing(blank):
+    assert sketch_to_digit(blank) is None
+
+
+def test_worker_merges_waiting_requests_into_one_call_with_the_same_images(monkeypatch):
+    pipe = open_pipeline(None, "dpm")
+    pipe.set_progress_bar_config(disable=True)
+    calls = []
+    original_call = type(pipe).__call__
+
+    def counting_call(self, *args, **kwargs):
+        calls.append(len(kwargs["generator"]))
+        return original_call(self, *args, **kwargs)
+
+    worker = SamplingWorker({"DPM-Solver++": pipe})
+    requests = [
+        GenerationRequest(None, 3, "DPM-Solver++", 3, 1.4, seed=0, num_images=2),
+        GenerationRequest(None, 5, "DPM-Solver++", 3, 1.4, seed=7, num_images=3),
+        GenerationRequest("a thick 5", None, "DPM-Solver++", 3, 1.4, seed=0, num_images=1),  # cannot join
+    ]
+    results = {}
+    release = threading.Event()
+    monkeypatch.setattr(type(pipe), "__call__", counting_call)
+    try:
+        worker.submit(release.wait)  # hold the worker so that the requests queue up behind it
+        threads = [threading.Thread(target=lambda r=r: results.__setitem__(r, worker.generate(r))) for r in requests]
+        for thread in threads:
+            thread.start()
+        while worker.pending < len(requests):
+            threading.Event().wait(0.01)
+        release.set()
+        for thread in threads:
+            thread.join()
+    finally:
+        worker.close()
+    monkeypatch.undo()
+    assert calls == [5, 1]  # the two label requests in one call, the prompt-only one alone
+    for request in requests:
+        alone = pipe(
+            prompt=request.prompt,
+            class_labels=request.class_label,
+            num_images_per_prompt=request.num_images,
+            num_inference_steps=3,
+            guidance_scale=1.4,
+            generator=[torch.Generator().manual_seed(request.seed + i) for i in range(request.num_images)],
+        ).images
+        assert len(results[request]) == request.num_images
+        for merged, single in zip(results[request], alone, strict=True):
+            difference = np.abs(np.asarray(merged, dtype=int) - np.asarray(single, dtype=int)).max()
+            assert difference <= 2  # batch-size rounding of the UNet's matmuls at most
+
+
+def test_worker_hands_errors_to_the_caller_and_keeps_running():
+    pipe = open_pipeline(None, "dpm")
+    worker = SamplingWorker({"DPM-Solver++": pipe})
+    try:
+        with pytest.raises(ValueError, match="Unknown scheduler 'Euler'"):
+            worker.generate(GenerationRequest(None, 3, "Euler", 2, 1.0, seed=0, num_images=1))
+        with pytest.raises(ValueError, match="out of range"):
+            worker.generate(GenerationRequest(None, 12, "DPM-Solver++", 2, 1.0, seed=0, num_images=1))
+        assert len(worker.generate(GenerationRequest(None, 3, "DPM-Solver++", 2, 1.0, seed=0, num_images=2))) == 2
+    finally:
+        worker.close()
+
+
+def test_demo_command_refuses_a_bad_port(capsys):
+    assert main(["demo", "--port", "70000"]) == 2
+    assert "--port is 70000" in capsys.readouterr().err
