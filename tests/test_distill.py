@@ -160,6 +160,9 @@ def test_class_only_teacher_distils_with_caption_mode_none(distill_module, parqu
         (["--loss_type", "l1"], "--loss_type is 'l1'"),
         (["--caption_mode", "style"], "--caption_mode is 'style'"),
         (["--num_ddim_timesteps", "0"], "--num_ddim_timesteps is 0"),
+        # the checks train.py shares: no token on the command line, finite numbers
+        (["--hub_token", "hf_secret"], "--hub_token is refused"),
+        (["--learning_rate", "nan"], "--learning_rate is nan; expected a finite number"),
     ],
 )
 def test_bad_arguments_are_refused(distill_module, teacher, parquet_dataset, tmp_path, extra, message):

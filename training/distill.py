@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from mnist_diffusion import MnistDiffusionPipeline, MnistUNet2DConditionModel
 from mnist_diffusion.captions import CAPTION_MODES, TrainingCaptioner, conditioning_dropout, measure_style
 from mnist_diffusion.data import EpochShuffleSampler, ImageClassDataset, load_split, prepare_training_data
-from mnist_diffusion.hub import push_pipeline_to_hub
+from mnist_diffusion.hub import push_pipeline_to_hub, resolve_token
 from mnist_diffusion.pretrained import DIFFUSION_MODEL
 from mnist_diffusion.schedulers import predict_original_sample, predict_original_sample_and_noise
 
@@ -40,6 +40,7 @@ from train import (  # noqa: E402
     save_checkpoint,
     tracker_config,
     updates_per_epoch_of,
+    validate_bookkeeping_args,
     write_training_args,
 )
 
@@ -127,6 +128,7 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
 
 def validate_args(args: argparse.Namespace) -> None:
     """Check value ranges and choices of the parsed arguments."""
+    validate_bookkeeping_args(args)
     choices = (
         ("--caption_mode", args.caption_mode, ("none",) + CAPTION_MODES),
         ("--loss_type", args.loss_type, LOSS_TYPES),
@@ -243,6 +245,8 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     ```
     """
     resume_path = check_output_dir(args)
+    if args.push_to_hub:
+        resolve_token(None)  # no token: fail now, not after distilling
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     set_seed(args.seed)
 
@@ -411,7 +415,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         write_training_args(args)
         logger.info(f"Saved the student pipeline to {args.output_dir}")
         if args.push_to_hub:
-            push_pipeline_to_hub(args.output_dir, hub_repo_id(args), token=args.hub_token)
+            push_pipeline_to_hub(args.output_dir, hub_repo_id(args))
     accelerator.end_training()
     return pipeline
 

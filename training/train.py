@@ -263,8 +263,8 @@ def parse_int_list(flag: str, value: str) -> tuple[int, ...]:
     return values
 
 
-def validate_args(args: argparse.Namespace) -> None:
-    """Check value ranges and combinations of the parsed arguments."""
+def validate_bookkeeping_args(args: argparse.Namespace) -> None:
+    """Checks this script and `distill.py` share: no `--hub_token`, finite numbers, wandb installed when asked."""
     if args.hub_token is not None:  # its value is never printed
         raise ValueError(
             "--hub_token is refused: a token on the command line is printed by `accelerate launch` when the run "
@@ -274,6 +274,16 @@ def validate_args(args: argparse.Namespace) -> None:
     for name, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"--{name} is {value}; expected a finite number.")
+    if args.report_to == "wandb" and not is_wandb_available():
+        raise ValueError(
+            "--report_to is 'wandb' but wandb is not installed, so nothing would be logged; expected `pip install "
+            "wandb` first, or --report_to tensorboard (the default) or none."
+        )
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Check value ranges and combinations of the parsed arguments."""
+    validate_bookkeeping_args(args)
     if args.lr_scheduler not in [member.value for member in SchedulerType]:
         raise ValueError(
             f"--lr_scheduler is {args.lr_scheduler!r}; expected one of {[member.value for member in SchedulerType]}."
@@ -287,11 +297,6 @@ def validate_args(args: argparse.Namespace) -> None:
     for flag, value, allowed in choices:
         if value not in allowed:
             raise ValueError(f"{flag} is {value!r}; expected one of {[a for a in allowed if a]}.")
-    if args.report_to == "wandb" and not is_wandb_available():
-        raise ValueError(
-            "--report_to is 'wandb' but wandb is not installed, so nothing would be logged; expected `pip install "
-            "wandb` first, or --report_to tensorboard (the default) or none."
-        )
     if args.eval_classifier and not args.validation_steps:
         raise ValueError("--eval_classifier scores samples at validation steps, but --validation_steps is 0.")
     if args.eval_num_samples is not None and args.eval_num_samples < 2:
