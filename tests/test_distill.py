@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +170,17 @@ def test_class_only_teacher_distils_with_caption_mode_none(distill_module, parqu
 def test_bad_arguments_are_refused(distill_module, teacher, parquet_dataset, tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
         distill_module.parse_args(distill_args(teacher, parquet_dataset, tmp_path / "out", *extra))
+
+
+def test_the_script_prints_one_line_and_exits_2_on_a_bad_value(teacher, parquet_dataset, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "training" / "distill.py"
+    args = distill_args(teacher, parquet_dataset, tmp_path / "out", "--num_ddim_timesteps", "0")
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "distill.py: error: --num_ddim_timesteps is 0; expected a positive integer."
+    )
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
 def test_student_pipeline_embeds_guidance_and_skips_the_unconditional_pass(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import math
 import os
@@ -29,15 +28,17 @@ from mnist_diffusion.schedulers import predict_original_sample, predict_original
 # imported from beside this file.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train import (  # noqa: E402
-    CHECKPOINT_STATE_NAME,
     MIXED_PRECISIONS,
     add_bookkeeping_arguments,
     add_optimisation_arguments,
     build_optimizer,
     check_output_dir,
     hub_repo_id,
+    load_checkpoint,
     log_validation,
+    run,
     save_checkpoint,
+    save_final_pipeline,
     tracker_config,
     updates_per_epoch_of,
     validate_bookkeeping_args,
@@ -334,26 +335,14 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         f"(batch {args.train_batch_size} x {accelerator.num_processes} processes x {args.gradient_accumulation_steps})"
     )
 
-    global_step = 0
-    if resume_path is not None:
-        accelerator.print(f"Resuming from checkpoint {resume_path}")
-        accelerator.load_state(resume_path)
-        with open(os.path.join(resume_path, CHECKPOINT_STATE_NAME)) as f:
-            global_step = json.load(f)["global_step"]
+    global_step = load_checkpoint(accelerator, resume_path)
     first_epoch = global_step // updates_per_epoch
     batches_to_skip = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
 
     unconditional = None  # the teacher's empty prompt, for the unconditional half of its guidance
     if captioner is not None:
-        tokens = tokenizer(
-            [""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        )
-        empty_mask = tokens.attention_mask.to(accelerator.device)
         with torch.no_grad():
-            unconditional = (
-                text_encoder(tokens.input_ids.to(accelerator.device), attention_mask=empty_mask)[0],
-                empty_mask,
-            )
+            unconditional = teacher.encode_prompt("", accelerator.device, do_classifier_free_guidance=False)[:2]
 
     progress_bar = tqdm(
         range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
@@ -411,7 +400,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     pipeline = None
     if accelerator.is_main_process:
         pipeline = student_pipeline(target, teacher, scheduler)
-        pipeline.save_pretrained(args.output_dir)
+        save_final_pipeline(pipeline, args.output_dir)
         write_training_args(args)
         logger.info(f"Saved the student pipeline to {args.output_dir}")
         if args.push_to_hub:
@@ -492,4 +481,4 @@ def distillation_loss(
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(run(script="distill.py", parse=parse_args, entry=main))

@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -747,6 +748,16 @@ def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, global_s
     return final
 
 
+def load_checkpoint(accelerator: Accelerator, resume_path: str | None) -> int:
+    """Restore the training state saved by [`save_checkpoint`] in `resume_path`; returns its step (0: no resume)."""
+    if resume_path is None:
+        return 0
+    accelerator.print(f"Resuming from checkpoint {resume_path}")
+    accelerator.load_state(resume_path)
+    with open(os.path.join(resume_path, CHECKPOINT_STATE_NAME)) as f:
+        return json.load(f)["global_step"]
+
+
 def save_final_pipeline(pipeline: MnistDiffusionPipeline, output_dir: str) -> None:
     r"""
     Write `pipeline` into `output_dir` as checkpoints are written: complete first, then swapped in.
@@ -903,12 +914,8 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
 
-    global_step = 0
-    if resume_path is not None:  # before training_args.json is rewritten: a failed resume leaves the run as it was
-        accelerator.print(f"Resuming from checkpoint {resume_path}")
-        accelerator.load_state(resume_path)
-        with open(os.path.join(resume_path, CHECKPOINT_STATE_NAME)) as f:
-            global_step = json.load(f)["global_step"]
+    # before training_args.json is rewritten: a failed resume leaves the run as it was
+    global_step = load_checkpoint(accelerator, resume_path)
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -1067,12 +1074,21 @@ def training_loss(
     return per_sample.mean()
 
 
-def run(argv: list[str] | None = None) -> int:
-    """The script's entry point: a bad value or path prints one line naming it (exit status 2), as the CLI does."""
+def run(
+    argv: list[str] | None = None,
+    script: str = "train.py",
+    parse: Callable[[list[str] | None], argparse.Namespace] | None = None,
+    entry: Callable[[argparse.Namespace], object] | None = None,
+) -> int:
+    """
+    A training script's entry point (this one's, or `distill.py`'s with its own `parse` and `entry`): a bad value or
+    path prints one line naming it (exit status 2), as the CLI does.
+    """
+    parse, entry = parse or parse_args, entry or main
     try:
-        main(parse_args(argv))
+        entry(parse(argv))
     except (ValueError, OSError) as error:
-        print(f"train.py: error: {error}", file=sys.stderr)
+        print(f"{script}: error: {error}", file=sys.stderr)
         return 2
     return 0
 
