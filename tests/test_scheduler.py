@@ -134,6 +134,32 @@ def test_snr_is_decreasing_and_min_snr_weights_follow_the_paper():
         scheduler.min_snr_loss_weights(t, gamma, "flow")
 
 
+def test_training_timesteps_uniform_by_default_and_normal_in_log_snr_on_request():
+    scheduler = MnistDDPMScheduler()
+    uniform = scheduler.sample_training_timesteps(8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(uniform, torch.randint(0, 1000, (8,), generator=torch.Generator().manual_seed(0)))
+
+    draws = [scheduler.sample_training_timesteps(4000, -1.0, 1.5, generator=torch.Generator().manual_seed(0))]
+    draws.append(scheduler.sample_training_timesteps(4000, -1.0, 1.5, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(*draws) and draws[0].dtype == torch.long
+    assert 0 <= draws[0].min() and draws[0].max() <= 999
+    log_snr = scheduler.snr(draws[0]).log()
+    assert abs(log_snr.median().item() + 1.0) < 0.15 and abs(log_snr.std().item() - 1.5) < 0.15
+    # each draw lands on the timestep with the nearest log-SNR
+    table = scheduler.snr(torch.arange(1000)).log()
+    target = torch.tensor([3.0, 0.0, -2.5])
+    timesteps = scheduler.sample_training_timesteps(3, 0.0, 1e-9, device="cpu")
+    assert torch.equal(timesteps, torch.full((3,), int((table - 0.0).abs().argmin())))
+    for value in target.tolist():
+        nearest = int((table - value).abs().argmin())
+        assert scheduler.sample_training_timesteps(1, value, 1e-9).item() == nearest
+
+    with pytest.raises(ValueError, match="log_snr_std 0"):
+        scheduler.sample_training_timesteps(4, 0.0, 0)
+    with pytest.raises(ValueError, match="log_snr_mean nan"):
+        scheduler.sample_training_timesteps(4, float("nan"))
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_training_target_and_predict_original_sample_invert_each_other(prediction_type):
     scheduler = MnistDDPMScheduler(prediction_type=prediction_type)

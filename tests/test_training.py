@@ -26,6 +26,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from mnist_diffusion import MnistDiffusionPipeline, build_caption_tokenizer, build_text_encoder
+from mnist_diffusion.pretrained import MNIST_CLIP
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPO / "training" / "train.py"
@@ -228,6 +229,7 @@ def train_module():
         (["--cond_dropout_prob", "0.6"], "--cond_dropout_prob is 0.6"),
         (["--pretrained_model_name_or_path", "user/model"], "--block_out_channels is '16,32', but --pretrained"),
         (["--cond_dropout_prob", "0.3", "--class_dropout_prob", "0.5"], "--class_dropout_prob is 0.5"),
+        (["--timestep_log_snr_std", "0"], "--timestep_log_snr_std is 0.0"),
     ],
 )
 def test_bad_input_fails_before_training_without_writing(train_module, parquet_dataset, tmp_path, extra, message):
@@ -252,6 +254,43 @@ def test_report_to_wandb_without_wandb_fails_early_with_the_install_hint(
     assert train_module.parse_args([*argv, "--report_to", "none"]).report_to == "none"
     monkeypatch.setattr(train_module, "is_wandb_available", lambda: True)
     assert train_module.parse_args([*argv, "--report_to", "wandb"]).report_to == "wandb"
+
+
+def test_text_encoder_defaults_to_mnist_clip_for_digits_and_to_a_built_one_otherwise(train_module):
+    argv = ["--output_dir", "out", "--max_train_steps", "1"]
+    digits = [str(digit) for digit in range(10)]
+    args = train_module.parse_args(argv)
+    train_module.resolve_text_encoder(args, digits)
+    assert (args.text_encoder_name_or_path, args.train_text_encoder) == (str(MNIST_CLIP), False)
+    args = train_module.parse_args(argv)
+    train_module.resolve_text_encoder(args, ["T-shirt/top", "Trouser"])
+    assert (args.text_encoder_name_or_path, args.train_text_encoder) == ("build", True)
+    args = train_module.parse_args([*argv, "--text_encoder_name_or_path", "build", "--no-train_text_encoder"])
+    train_module.resolve_text_encoder(args, digits)
+    assert (args.text_encoder_name_or_path, args.train_text_encoder) == ("build", False)
+    args = train_module.parse_args([*argv, "--text_encoder_name_or_path", "some/clip", "--train_text_encoder"])
+    train_module.resolve_text_encoder(args, digits)
+    assert (args.text_encoder_name_or_path, args.train_text_encoder) == ("some/clip", True)
+
+
+def test_digit_datasets_train_with_the_frozen_mnist_clip_text_tower(tmp_path):
+    dataset_dir = tmp_path / "digits"
+    dataset_dir.mkdir()
+    make_digit_dataset(num_samples=20, num_classes=10).to_parquet(str(dataset_dir / "train-00000-of-00001.parquet"))
+    output_dir = tmp_path / "out"
+    base_args = [arg for arg in TINY_TRAINING_ARGS if arg not in ("--text_encoder_hidden_size", "32")]
+    launch(
+        ["--dataset_name", str(dataset_dir), "--output_dir", str(output_dir), "--max_train_steps", "1",
+         "--validation_steps", "0", "--checkpointing_steps", "0"],
+        base_args=base_args,
+    )  # fmt: skip
+    recorded = json.loads((output_dir / "training_args.json").read_text())
+    assert recorded["text_encoder_name_or_path"] == str(MNIST_CLIP) and recorded["train_text_encoder"] is False
+    saved = load_file(output_dir / "text_encoder" / "model.safetensors")
+    bundled = load_file(MNIST_CLIP / "model.safetensors")
+    for name, tensor in saved.items():  # frozen: the bundled text tower's weights, unchanged
+        torch.testing.assert_close(tensor, bundled[name])
+    assert generate(output_dir).shape == (1, 8, 8, 1)
 
 
 @pytest.mark.parametrize(

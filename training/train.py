@@ -40,6 +40,7 @@ from mnist_diffusion.data import EpochShuffleSampler, ImageClassDataset, load_sp
 from mnist_diffusion.evaluation import ReferenceFeatures, evaluate
 from mnist_diffusion.hub import push_checkpoint, push_pipeline_to_hub, resolve_token
 from mnist_diffusion.image_grid import image_grid
+from mnist_diffusion.pretrained import MNIST_CLIP
 from mnist_diffusion.visualization import EVAL_HISTORY_NAME
 
 logger = get_logger(__name__)
@@ -52,6 +53,11 @@ PIPELINE_STAGING_NAME = ".pipeline.tmp"
 PIPELINE_RETIRED_NAME = ".pipeline.old"
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
+# --text_encoder_name_or_path values besides a folder or Hub id: build a small encoder, or pick by the dataset.
+BUILD_TEXT_ENCODER = "build"
+AUTO_TEXT_ENCODER = "auto"
+#: The classes for which "auto" picks the bundled MNIST-CLIP text tower (it was trained on digit captions).
+DIGIT_LABELS = [str(digit) for digit in range(10)]
 # Flags that describe the models to build; a fine-tuned pipeline (--pretrained_model_name_or_path) brings its own.
 ARCHITECTURE_FLAGS = (
     "block_out_channels",
@@ -138,9 +144,11 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     )
     model.add_argument(
         "--text_encoder_name_or_path",
-        default=None,
-        help="A CLIP text encoder and tokenizer (folder or Hub id; a saved pipeline works too). Frozen unless "
-        "--train_text_encoder. Without it, a small encoder is built from the caption vocabulary.",
+        default=AUTO_TEXT_ENCODER,
+        help="A CLIP text encoder and tokenizer (folder or Hub id; a saved pipeline works too), frozen unless "
+        f"--train_text_encoder; {BUILD_TEXT_ENCODER!r}: a small encoder built from the caption vocabulary and trained "
+        f"jointly; {AUTO_TEXT_ENCODER!r} (default): the bundled MNIST-CLIP text tower for the digits 0-9, else "
+        f"{BUILD_TEXT_ENCODER!r}.",
     )
     model.add_argument(
         "--train_text_encoder",
@@ -164,6 +172,13 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="One MNIST epoch: ~940 steps at batch 64 (2 to 5 min on 2 CPU cores); --max_train_steps overrides it.",
     )
     optim.add_argument("--snr_gamma", type=float, default=5.0, help="Min-SNR-gamma loss weighting; 0 disables it.")
+    optim.add_argument(
+        "--timestep_log_snr_mean",
+        type=float,
+        default=None,
+        help="Draw training timesteps with log(SNR) ~ N(mean, std^2) (0: equal signal and noise), not uniformly.",
+    )
+    optim.add_argument("--timestep_log_snr_std", type=float, default=2.0, help="See --timestep_log_snr_mean.")
     optim.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True)
     optim.add_argument("--ema_max_decay", type=float, default=0.999)
     optim.add_argument("--ema_power", type=float, default=0.75, help="EMA warmup: decay = 1 - (1 + step) ** -power.")
@@ -339,8 +354,8 @@ def validate_args(args: argparse.Namespace) -> None:
             f"Got --learning_rate {args.learning_rate}, --snr_gamma {args.snr_gamma}, --ema_max_decay "
             f"{args.ema_max_decay}; expected a learning rate > 0, snr_gamma >= 0 and a decay in (0, 1)."
         )
-    if args.train_text_encoder is None:
-        args.train_text_encoder = args.text_encoder_name_or_path is None and args.pretrained_model_name_or_path is None
+    if args.timestep_log_snr_std <= 0:
+        raise ValueError(f"--timestep_log_snr_std is {args.timestep_log_snr_std}; expected a value > 0.")
 
 
 def _checkpoint_step(name: str) -> int | None:
@@ -500,6 +515,17 @@ def check_output_dir(args: argparse.Namespace) -> str | None:
     )
 
 
+def resolve_text_encoder(args: argparse.Namespace, label_names: list[str]) -> None:
+    r"""
+    Settle `--text_encoder_name_or_path` (`"auto"`: the bundled MNIST-CLIP text tower when the classes are the digits
+    0-9, a built encoder otherwise) and `--train_text_encoder` (default: train a built encoder, freeze a loaded one).
+    """
+    if args.pretrained_model_name_or_path is None and args.text_encoder_name_or_path == AUTO_TEXT_ENCODER:
+        args.text_encoder_name_or_path = str(MNIST_CLIP) if label_names == DIGIT_LABELS else BUILD_TEXT_ENCODER
+    if args.train_text_encoder is None:
+        args.train_text_encoder = args.text_encoder_name_or_path == BUILD_TEXT_ENCODER
+
+
 def load_text_encoder(name_or_path: str) -> tuple[CLIPTokenizer, CLIPTextModel]:
     """A CLIP tokenizer and text encoder from a folder or Hub id: its `tokenizer`/`text_encoder` subfolders or root."""
     errors = []
@@ -536,7 +562,7 @@ def build_models(
                 f"expected {expected} for {num_classes} classes at --resolution {args.resolution}."
             )
     else:
-        if args.text_encoder_name_or_path:
+        if args.text_encoder_name_or_path != BUILD_TEXT_ENCODER:
             tokenizer, text_encoder = load_text_encoder(args.text_encoder_name_or_path)
         else:
             tokenizer = build_caption_tokenizer()
@@ -868,6 +894,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         resolution=args.resolution,
         max_train_samples=args.max_train_samples,
     )
+    resolve_text_encoder(args, data.label_names)
     style_words = None
     if args.caption_mode == "label+style" and data.captions is None:
         style_words = measure_style(data.images).words()
@@ -1056,7 +1083,9 @@ def training_loss(
     conditioning = captioner(batch["labels"], batch["indices"])
 
     noise = torch.randn_like(pixel_values)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=device)
+    timesteps = noise_scheduler.sample_training_timesteps(
+        bsz, log_snr_mean=args.timestep_log_snr_mean, log_snr_std=args.timestep_log_snr_std, device=device
+    )
     noisy = noise_scheduler.add_noise(pixel_values, noise, timesteps)
     target = noise_scheduler.training_target(pixel_values, noise, timesteps)
     with accelerator.autocast():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -288,6 +289,55 @@ class MnistDDPMScheduler(DDPMScheduler):
         r"""Signal-to-noise ratio `alpha_bar_t / (1 - alpha_bar_t)` at each of `timesteps` (float32)."""
         alphas_cumprod = self.alphas_cumprod.to(timesteps.device)[timesteps.long()].float()
         return alphas_cumprod / (1 - alphas_cumprod)
+
+    def sample_training_timesteps(
+        self,
+        batch_size: int,
+        log_snr_mean: float | None = None,
+        log_snr_std: float = 2.0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        r"""
+        Training timesteps for a batch: uniform over `[0, num_train_timesteps)`, or normal in log-SNR.
+
+        With `log_snr_mean` set, `log(SNR) ~ N(log_snr_mean, log_snr_std^2)` and each draw maps to the timestep whose
+        log-SNR is nearest: training concentrates on the noise levels around that SNR, as EDM's log-normal noise
+        sampling (Karras et al., 2022) and the logit-normal timesteps of Esser et al. (2024) do, instead of spending
+        steps on near-pure noise and near-clean images where there is little left to learn.
+
+        Args:
+            batch_size (`int`): How many timesteps.
+            log_snr_mean (`float`, *optional*): Centre of the log-SNR distribution (0 is SNR 1, as much signal as
+                noise); `None` for uniform timesteps.
+            log_snr_std (`float`, defaults to 2.0): Its spread; must be positive.
+            generator (`torch.Generator`, *optional*): Makes the draw reproducible.
+            device (`torch.device`, *optional*): Where the timesteps go.
+
+        Example:
+
+        ```py
+        >>> from mnist_diffusion import MnistDDPMScheduler
+
+        >>> scheduler = MnistDDPMScheduler()
+        >>> timesteps = scheduler.sample_training_timesteps(4096, log_snr_mean=0.0)
+        >>> bool((scheduler.snr(timesteps).log().median().abs() < 0.2).item())
+        True
+        ```
+        """
+        num_steps = self.config.num_train_timesteps
+        if log_snr_mean is None:
+            return torch.randint(0, num_steps, (batch_size,), generator=generator, device=device)
+        if not (math.isfinite(log_snr_mean) and math.isfinite(log_snr_std) and log_snr_std > 0):
+            raise ValueError(
+                f"log_snr_mean {log_snr_mean}, log_snr_std {log_snr_std}; expected finite numbers and a std > 0."
+            )
+        log_snr = log_snr_mean + log_snr_std * torch.randn(batch_size, generator=generator, dtype=torch.float64)
+        table = self.snr(torch.arange(num_steps)).double().log().flip(0)  # increasing: t = T-1 ... 0
+        right = torch.searchsorted(table, log_snr).clamp(1, num_steps - 1)
+        nearer_left = (log_snr - table[right - 1]).abs() < (table[right] - log_snr).abs()
+        index = torch.where(nearer_left, right - 1, right)
+        return (num_steps - 1 - index).to(device)
 
     def min_snr_loss_weights(
         self, timesteps: torch.Tensor, snr_gamma: float, prediction_type: str | None = None
