@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from mnist_diffusion import MnistDiffusionPipeline
 from mnist_diffusion.classifier import MnistClassifier
 from mnist_diffusion.cli import main
 from mnist_diffusion.commands.loading import open_pipeline
 from mnist_diffusion.demo.batching import GenerationRequest, SamplingWorker
 from mnist_diffusion.demo.drawing import sketch_to_digit
+from mnist_diffusion.demo.models import FEW_STEP, DemoModels
 from mnist_diffusion.demo.test_digits import load_test_digits
-from mnist_diffusion.pretrained import MNIST_CLASSIFIER
+from mnist_diffusion.pretrained import FAST_DIFFUSION_MODEL, MNIST_CLASSIFIER
 
 
 def test_shipped_test_digits_are_real_digits_of_each_class():
@@ -64,7 +66,15 @@ def test_worker_merges_waiting_requests_into_one_call_with_the_same_images(monke
         calls.append(len(kwargs["generator"]))
         return original_call(self, *args, **kwargs)
 
-    worker = SamplingWorker({"DPM-Solver++": pipe})
+    classifier = MnistClassifier.from_pretrained(MNIST_CLASSIFIER).eval()
+    read_calls = []
+
+    def read_images(images):
+        read_calls.append(len(images))
+        pixels = torch.from_numpy(np.stack([np.asarray(image) for image in images])).unsqueeze(1) / 255
+        return classifier.predict(pixels)[0]
+
+    worker = SamplingWorker({"DPM-Solver++": pipe}, read_images=read_images)
     requests = [
         GenerationRequest(None, 3, "DPM-Solver++", 3, 1.4, seed=0, num_images=2),
         GenerationRequest(None, 5, "DPM-Solver++", 3, 1.4, seed=7, num_images=3),
@@ -87,6 +97,7 @@ def test_worker_merges_waiting_requests_into_one_call_with_the_same_images(monke
         worker.close()
     monkeypatch.undo()
     assert calls == [5, 1]  # the two label requests in one call, the prompt-only one alone
+    assert read_calls == [5, 1]  # and one reading of each call's images
     for request in requests:
         alone = pipe(
             prompt=request.prompt,
@@ -96,8 +107,10 @@ def test_worker_merges_waiting_requests_into_one_call_with_the_same_images(monke
             guidance_scale=1.4,
             generator=[torch.Generator().manual_seed(request.seed + i) for i in range(request.num_images)],
         ).images
-        assert len(results[request]) == request.num_images
-        for merged, single in zip(results[request], alone, strict=True):
+        generation = results[request]
+        assert len(generation.images) == len(generation.labels) == request.num_images
+        assert generation.labels.tolist() == read_images(generation.images).tolist()  # each request's own readings
+        for merged, single in zip(generation.images, alone, strict=True):
             difference = np.abs(np.asarray(merged, dtype=int) - np.asarray(single, dtype=int)).max()
             assert difference <= 2  # batch-size rounding of the UNet's matmuls at most
 
@@ -110,9 +123,33 @@ def test_worker_hands_errors_to_the_caller_and_keeps_running():
             worker.generate(GenerationRequest(None, 3, "Euler", 2, 1.0, seed=0, num_images=1))
         with pytest.raises(ValueError, match="out of range"):
             worker.generate(GenerationRequest(None, 12, "DPM-Solver++", 2, 1.0, seed=0, num_images=1))
-        assert len(worker.generate(GenerationRequest(None, 3, "DPM-Solver++", 2, 1.0, seed=0, num_images=2))) == 2
+        generation = worker.generate(GenerationRequest(None, 3, "DPM-Solver++", 2, 1.0, seed=0, num_images=2))
+        assert len(generation.images) == 2 and generation.labels is None  # no classifier given: no reading
     finally:
         worker.close()
+
+
+def test_few_step_sampler_shares_the_release_components_and_matches_the_shipped_student():
+    models = DemoModels()
+    fast = models.samplers[FEW_STEP]
+    assert list(models.samplers) == [FEW_STEP, "DPM-Solver++", "DDIM", "DDPM"]  # the Generate tab's order
+    assert fast.text_encoder is models.pipe.text_encoder and fast.tokenizer is models.pipe.tokenizer
+    assert fast.unet is not models.pipe.unet and fast.guidance_embedded
+    assert type(fast.scheduler).__name__ == "LCMScheduler"
+    # The student's own text encoder is the release's: sharing it changes no image.
+    shipped = MnistDiffusionPipeline.from_pretrained(FAST_DIFFUSION_MODEL)
+    for name, tensor in shipped.text_encoder.state_dict().items():
+        assert torch.equal(tensor, models.pipe.text_encoder.state_dict()[name]), name
+    settings = {"class_labels": 4, "num_inference_steps": 2, "guidance_scale": 1.4, "output_type": "pt"}
+    ours = fast(prompt="a thin 4", generator=torch.Generator().manual_seed(0), **settings).images
+    theirs = shipped(prompt="a thin 4", generator=torch.Generator().manual_seed(0), **settings).images
+    assert torch.equal(ours, theirs)
+
+
+def test_a_custom_model_has_no_few_step_sampler(tmp_path):
+    open_pipeline(None).save_pretrained(tmp_path / "model")
+    models = DemoModels(str(tmp_path / "model"))
+    assert list(models.samplers) == ["DPM-Solver++", "DDIM", "DDPM"]  # the student is distilled from the release
 
 
 def test_demo_command_refuses_a_bad_port(capsys):

@@ -13,6 +13,7 @@ from .batching import SamplingWorker
 from .handlers import (
     DRAW_MODES,
     MAX_DRAW_IMAGES,
+    MAX_FEW_STEPS,
     MAX_GUIDANCE,
     MAX_IMAGES,
     MAX_STEPS,
@@ -20,7 +21,7 @@ from .handlers import (
     STYLE_PRESETS,
     DemoHandlers,
 )
-from .models import SCHEDULER_NAMES, DemoModels
+from .models import DEFAULT_STEPS, FEW_STEP, SCHEDULER_NAMES, DemoModels
 from .snippets import draw_snippet, forward_snippet, generate_snippet, watch_snippet
 
 #: Generation requests let into the app at once. They only wait on the sampling worker, which merges them into
@@ -71,10 +72,15 @@ def code_view(prefix: str, code: str) -> gr.Code:
     return gr.Code(code, language="python", label="The same in Python", elem_id=f"{prefix}-code")
 
 
-def sampling_inputs(prefix: str, steps: int) -> tuple[gr.Component, ...]:
-    """Scheduler, steps, guidance and seed inputs, with element ids `{prefix}-...` for tests and styling."""
-    scheduler = gr.Radio(list(SCHEDULER_NAMES), value="DPM-Solver++", label="Scheduler", elem_id=f"{prefix}-scheduler")
-    steps = gr.Number(steps, label=f"Steps (1-{MAX_STEPS})", precision=0, elem_id=f"{prefix}-steps")
+def sampling_inputs(prefix: str, schedulers: list[str] | None = None) -> tuple[gr.Component, ...]:
+    """
+    Scheduler (the first of `schedulers` selected; the release's schedulers by default), steps, guidance and seed
+    inputs, with element ids `{prefix}-...` for tests and styling.
+    """
+    schedulers = schedulers or list(SCHEDULER_NAMES)
+    scheduler = gr.Radio(schedulers, value=schedulers[0], label="Scheduler", elem_id=f"{prefix}-scheduler")
+    limits = f"1-{MAX_STEPS}" + (f"; few-step 1-{MAX_FEW_STEPS}" if FEW_STEP in schedulers else "")
+    steps = gr.Number(DEFAULT_STEPS[schedulers[0]], label=f"Steps ({limits})", precision=0, elem_id=f"{prefix}-steps")
     guidance = gr.Slider(0, MAX_GUIDANCE, 1.4, step=0.1, label="Guidance scale", elem_id=f"{prefix}-guidance")
     seed = gr.Number(0, label="Seed", precision=0, elem_id=f"{prefix}-seed")
     return scheduler, steps, guidance, seed
@@ -98,7 +104,7 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
     ```
     """
     models = DemoModels(model) if models is None else models
-    worker = SamplingWorker(models.pipes)
+    worker = SamplingWorker(models.samplers, read_images=models.read_images)
     handlers = DemoHandlers(models, worker, Path(tempfile.mkdtemp(prefix="mnist-diffusion-demo-")))
     first_class = handlers.class_choices[1] if len(handlers.class_choices) > 1 else NO_CLASS
     with gr.Blocks(title="mnist-diffusion demo") as demo:
@@ -112,21 +118,21 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                     preset = gr.Dropdown(
                         [NO_CLASS] + STYLE_PRESETS, value=NO_CLASS, label="Style preset", elem_id="gen-preset"
                     )
-                    scheduler, steps, guidance, seed = sampling_inputs("gen", 20)
+                    scheduler, steps, guidance, seed = sampling_inputs("gen", list(models.samplers))
                     count = gr.Number(16, label=f"Images (1-{MAX_IMAGES})", precision=0, elem_id="gen-count")
                     generate = gr.Button("Generate", variant="primary", elem_id="gen-button")
                 with gr.Column():
                     grid = gr.Image(label="Grid", type="pil", format="png", interactive=False, elem_id="gen-grid")
                     summary = gr.Markdown(elem_id="gen-summary")
                     files = gr.File(label="Downloads (grid.png and each image)", height=260, elem_id="gen-files")
-            gen_code = code_view(
-                "gen", generate_snippet("a thick slanted 7", None, "DPM-Solver++", 20, 1.4, 0, 16, models.model)
-            )
+            first = next(iter(models.samplers))
+            code = generate_snippet("a thick slanted 7", None, first, DEFAULT_STEPS[first], 1.4, 0, 16, models.model)
+            gen_code = code_view("gen", code)
         with gr.Tab("Watch it denoise", id="watch"):
             with gr.Row():
                 with gr.Column():
                     watch_prompt, watch_class = conditioning_inputs("watch", handlers.class_choices, "", first_class)
-                    watch_scheduler, watch_steps, watch_guidance, watch_seed = sampling_inputs("watch", 20)
+                    watch_scheduler, watch_steps, watch_guidance, watch_seed = sampling_inputs("watch")
                     start = gr.Button("Start", variant="primary", elem_id="watch-button")
                 with gr.Column():
                     with gr.Row():
@@ -179,7 +185,7 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                     draw_prompt, draw_class = conditioning_inputs(
                         "draw", handlers.class_choices, "", NO_CLASS, optional=True
                     )
-                    draw_scheduler, draw_steps, draw_guidance, draw_seed = sampling_inputs("draw", 20)
+                    draw_scheduler, draw_steps, draw_guidance, draw_seed = sampling_inputs("draw")
                     draw_count = gr.Number(4, label=f"Images (1-{MAX_DRAW_IMAGES})", precision=0, elem_id="draw-count")
                     redraw = gr.Button("Turn it into digits", variant="primary", elem_id="draw-button")
                 with gr.Column():
@@ -206,6 +212,7 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
             api_name="generate",
             concurrency_limit=GENERATE_CONCURRENCY,
         )
+        scheduler.input(handlers.default_steps, scheduler, steps, api_name=False)
         preset.input(handlers.apply_preset, [preset, class_choice, prompt], prompt, api_name=False)
         watch_inputs = [watch_prompt, watch_class, watch_scheduler, watch_steps, watch_guidance, watch_seed]
         start.click(

@@ -42,6 +42,17 @@ class GenerationRequest:
         )
 
 
+@dataclass(frozen=True)
+class Generation:
+    r"""
+    The images of a [`GenerationRequest`] and, when the worker has a `read_images`, the classifier's reading of each
+    (class ids, `(num_images,)`), else None.
+    """
+
+    images: list[PIL.Image.Image]
+    labels: torch.Tensor | None = None
+
+
 @dataclass
 class _Job:
     future: Future
@@ -56,13 +67,16 @@ class SamplingWorker:
 
     Generation requests waiting in the queue with the same settings ([`GenerationRequest.batch_key`]) run as one
     batched pipeline call of up to `max_batch_images` images, so the requests of several users share the UNet's
-    forward passes. Other jobs (`submit`) run alone, in arrival order.
+    forward passes; the classifier reads the merged images in one call too, on this thread, rather than on each
+    user's request thread beside the sampler. Other jobs (`submit`) run alone, in arrival order.
 
     Args:
         pipes (`dict[str, MnistDiffusionPipeline]`): The pipeline for each scheduler name of the requests.
         max_batch_images (`int`, defaults to 64): Most images in one merged call (a single request may be larger).
             Everyone in a merged call waits for all of it, so merging stops at one full request's worth: small
             requests share a call's fixed costs, and the first users of a burst are not held up by the last.
+        read_images (`Callable[[list[PIL.Image.Image]], torch.Tensor]`, *optional*): The classifier's class id for
+            each image (e.g. [`DemoModels.read_images`]); each [`Generation`] then has its `labels`.
 
     Example:
 
@@ -70,15 +84,24 @@ class SamplingWorker:
     >>> from mnist_diffusion.demo.batching import GenerationRequest, SamplingWorker
     >>> from mnist_diffusion.demo.models import DemoModels
 
-    >>> worker = SamplingWorker(DemoModels().pipes)
-    >>> images = worker.generate(GenerationRequest("a thick 7", 7, "DPM-Solver++", 20, 1.4, seed=0, num_images=4))
+    >>> models = DemoModels()
+    >>> worker = SamplingWorker(models.samplers, read_images=models.read_images)
+    >>> generation = worker.generate(GenerationRequest("a thick 7", 7, "Few-step (LCM)", 4, 1.4, seed=0, num_images=4))
+    >>> len(generation.images), generation.labels.tolist()
+    (4, [7, 7, 7, 7])
     >>> worker.close()
     ```
     """
 
-    def __init__(self, pipes: dict[str, MnistDiffusionPipeline], max_batch_images: int = 64):
+    def __init__(
+        self,
+        pipes: dict[str, MnistDiffusionPipeline],
+        max_batch_images: int = 64,
+        read_images: Callable[[list[PIL.Image.Image]], torch.Tensor] | None = None,
+    ):
         self.pipes = pipes
         self.max_batch_images = max_batch_images
+        self.read_images = read_images
         self._jobs: deque[_Job] = deque()
         self._condition = threading.Condition()
         self._closed = False
@@ -95,8 +118,8 @@ class SamplingWorker:
         """Run `function()` on the worker thread after the jobs already queued; returns its future."""
         return self._put(_Job(Future(), function=function))
 
-    def generate(self, request: GenerationRequest) -> list[PIL.Image.Image]:
-        """The images of `request` (blocks until done; errors of the pipeline are raised here)."""
+    def generate(self, request: GenerationRequest) -> Generation:
+        """The images of `request` and their reading (blocks until done; errors of the pipeline are raised here)."""
         if request.scheduler not in self.pipes:
             raise ValueError(f"Unknown scheduler {request.scheduler!r}; expected one of {list(self.pipes)}.")
         return self._put(_Job(Future(), request=request)).result()
@@ -156,7 +179,7 @@ class SamplingWorker:
                         job.future.set_exception(error)
 
     def _generate(self, batch: list[_Job]) -> None:
-        """One pipeline call for every request of `batch` (one prompt/label and one generator per image)."""
+        """One pipeline call (and one reading) for every request of `batch` (one prompt/label, generator per image)."""
         requests = [job.request for job in batch]
         first = requests[0]
         prompts = [r.prompt for r in requests for _ in range(r.num_images)]
@@ -169,7 +192,9 @@ class SamplingWorker:
             guidance_scale=first.guidance_scale,
             generator=generators,
         ).images
+        labels = None if self.read_images is None else self.read_images(images)
         start = 0
         for job, request in zip(batch, requests, strict=True):
-            job.future.set_result(images[start : start + request.num_images])
-            start += request.num_images
+            end = start + request.num_images
+            job.future.set_result(Generation(images[start:end], None if labels is None else labels[start:end]))
+            start = end

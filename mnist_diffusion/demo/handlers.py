@@ -25,13 +25,15 @@ from ..schedulers import predict_original_sample
 from ..visualization import style_prompts, to_images
 from .batching import GenerationRequest, SamplingWorker
 from .drawing import INK_THRESHOLD, sketch_to_digit
-from .models import DemoModels
+from .models import DEFAULT_STEPS, FEW_STEP, DemoModels
 from .snippets import draw_snippet, forward_snippet, generate_snippet, watch_snippet
 
 #: Limits that keep one user from stalling the others.
 MAX_IMAGES = 64
 MAX_DRAW_IMAGES = 16
 MAX_STEPS = 100
+#: Most steps of the few-step sampler: distilled for 1 to 4 (its model card); 8 still sample well, more only cost.
+MAX_FEW_STEPS = 8
 MAX_GUIDANCE = 10.0
 MAX_SEED = 2**31 - 1
 #: The class choice meaning "no class".
@@ -90,7 +92,8 @@ class DemoHandlers:
 
     Args:
         models ([`DemoModels`]): The loaded models.
-        worker ([`SamplingWorker`]): Runs the sampling.
+        worker ([`SamplingWorker`]): Runs the sampling; made with `read_images=models.read_images`, so that the
+            classifier reads the generated images on the worker's thread.
         download_dir (`Path`): Where the Generate tab writes its PNG downloads.
     """
 
@@ -131,16 +134,30 @@ class DemoHandlers:
             raise gr.Error("This model has no text encoder; pick a class instead of typing a prompt.")
         return prompt, class_label
 
-    def sampling_settings(self, scheduler: str, steps: Any, guidance: Any, seed: Any) -> tuple[str, int, float, int]:
-        """Checked scheduler name, steps, guidance scale and seed."""
-        if scheduler not in self.models.pipes:
-            raise gr.Error(f"Unknown scheduler {scheduler!r}; expected one of {list(self.models.pipes)}.")
+    def sampling_settings(
+        self, scheduler: str, steps: Any, guidance: Any, seed: Any, samplers: dict | None = None
+    ) -> tuple[str, int, float, int]:
+        """Checked scheduler (one of `samplers`, by default the release's schedulers), steps, guidance and seed."""
+        samplers = self.models.pipes if samplers is None else samplers
+        if scheduler not in samplers:
+            raise gr.Error(f"Unknown scheduler {scheduler!r}; expected one of {list(samplers)}.")
+        steps = whole_number(steps, "Steps", 1, MAX_STEPS)
+        if scheduler == FEW_STEP and steps > MAX_FEW_STEPS:
+            raise gr.Error(
+                f"Steps is {steps}; the few-step sampler takes 1 to {MAX_FEW_STEPS} ({DEFAULT_STEPS[FEW_STEP]} "
+                "recommended). Pick another scheduler for more steps."
+            )
         return (
             scheduler,
-            whole_number(steps, "Steps", 1, MAX_STEPS),
+            steps,
             bounded_number(guidance, "Guidance", 0.0, MAX_GUIDANCE),
             whole_number(seed, "Seed", 0, MAX_SEED),
         )
+
+    @staticmethod
+    def default_steps(scheduler: str) -> int:
+        """The steps the Generate tab switches to when `scheduler` is picked (4 for the few-step sampler, else 20)."""
+        return DEFAULT_STEPS.get(scheduler, DEFAULT_STEPS["DPM-Solver++"])
 
     @staticmethod
     def page_error(error: Exception) -> gr.Error:
@@ -174,27 +191,27 @@ class DemoHandlers:
     ) -> tuple[Image.Image, list[str], str, str]:
         """Generate `count` images: an enlarged grid for the page, the PNG downloads, a summary and the code."""
         prompt, class_label = self.conditioning(prompt, class_choice)
-        scheduler, steps, guidance, seed = self.sampling_settings(scheduler, steps, guidance, seed)
+        samplers = self.models.samplers
+        scheduler, steps, guidance, seed = self.sampling_settings(scheduler, steps, guidance, seed, samplers)
         count = whole_number(count, "Number of images", 1, MAX_IMAGES)
         request = GenerationRequest(prompt, class_label, scheduler, steps, guidance, seed, count)
         try:
-            images = self.worker.generate(request)
+            generation = self.worker.generate(request)
         except Exception as error:
             raise self.page_error(error) from None
+        images = generation.images
         grid = square_grid(images)
         files = self.save_downloads(grid, images)
-        summary = self.reading_summary(images, class_label)
+        summary = self.reading_summary(generation.labels, class_label)
         code = generate_snippet(prompt, class_label, scheduler, steps, guidance, seed, count, self.models.model)
         return enlarge(grid, max(1, 448 // grid.width)), files, summary, code
 
-    def reading_summary(self, images: list[Image.Image], class_label: int | None) -> str:
-        """What the shipped classifier reads in `images`, against the requested class when there is one."""
-        batch = torch.from_numpy(np.stack([np.asarray(image) for image in images]))
-        labels, _ = self.models.read(batch.unsqueeze(1).float() / 127.5 - 1)
+    def reading_summary(self, labels: torch.Tensor, class_label: int | None) -> str:
+        """What the shipped classifier read (`labels`, one class id per image), against the requested class if any."""
         names = self.models.class_names
         if class_label is not None:
             hits = int((labels == class_label).sum())
-            return f"The classifier reads **{hits} of {len(images)}** as {names[class_label]}."
+            return f"The classifier reads **{hits} of {len(labels)}** as {names[class_label]}."
         counts = torch.bincount(labels, minlength=len(names))
         readings = ", ".join(f"{names[i]}: {int(n)}" for i, n in enumerate(counts) if n)
         return f"The classifier reads them as {readings}."
@@ -239,7 +256,7 @@ class DemoHandlers:
 
             def on_step_end(pipeline, step: int, timestep: torch.Tensor, tensors: dict) -> dict:
                 original = predict_original_sample(pipeline.scheduler, sample["x_t"], tensors["noise_pred"], timestep)
-                steps_done.put((step, int(timestep), sample["x_t"], original))
+                steps_done.put((step, int(timestep), sample["x_t"], original, self.models.read(original)))
                 sample["x_t"] = tensors["latents"]
                 return {}
 
@@ -259,14 +276,13 @@ class DemoHandlers:
         frames, rows = [], []
         while True:
             try:
-                step, timestep, x_t, original = steps_done.get(timeout=0.1)
+                step, timestep, x_t, original, (label, confidence) = steps_done.get(timeout=0.1)
             except queue.Empty:
                 if not (done.done() and steps_done.empty()):
                     continue
                 if done.exception() is not None:
                     raise self.page_error(done.exception()) from None
                 break
-            label, confidence = self.models.read(original)
             name = self.models.class_names[int(label)]
             reading = (
                 f"step {step + 1}/{steps}, t={timestep}: the classifier reads the predicted x_0 as **{name}** "
@@ -389,8 +405,13 @@ class DemoHandlers:
             mask = (image < INK_THRESHOLD).float()  # white = repaint: everything but the strokes
             options["mask_image"], options["jump_n_sample"] = mask, RESAMPLING[scheduler]
             downloads["mask.png"] = to_images(mask * 2 - 1)[0]
+
+        def run() -> tuple[list[Image.Image], torch.Tensor]:
+            images = pipe(**options).images
+            return images, self.models.read_images(images)
+
         try:
-            images = self.worker.submit(lambda: pipe(**options).images).result()
+            images, labels = self.worker.submit(run).result()
         except Exception as error:
             raise self.page_error(error) from None
         grid = square_grid(images)
@@ -408,5 +429,5 @@ class DemoHandlers:
             RESAMPLING[scheduler],
             self.models.model,
         )
-        summary = self.reading_summary(images, class_label)
+        summary = self.reading_summary(labels, class_label)
         return enlarge(sketch), enlarge(grid, max(1, 336 // grid.width)), files, summary, code

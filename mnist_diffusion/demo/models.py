@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import numpy as np
+import PIL.Image
 import torch
+from diffusers import LCMScheduler
 
 from ..commands.loading import SCHEDULERS, open_pipeline
 from ..evaluation import class_names_and_classifier
+from ..models.unet_mnist import MnistUNet2DConditionModel
 from ..pipelines import MnistDiffusionPipeline, MnistImg2ImgPipeline, MnistInpaintPipeline
+from ..pretrained import FAST_DIFFUSION_MODEL
 from ..schedulers import MnistDDPMScheduler
 from .test_digits import load_test_digits
 
 #: The schedulers offered in the demo: display name -> key of `mnist_diffusion.commands.loading.SCHEDULERS`.
 SCHEDULER_NAMES = {"DPM-Solver++": "dpm", "DDIM": "ddim", "DDPM": "ddpm"}
+#: The Generate tab's sampler for the shipped few-step student (`mnist-diffusion generate --fast`).
+FEW_STEP = "Few-step (LCM)"
+#: Default steps of each sampler: the few-step student's recommended 4 (model card), 20 for the release's schedulers.
+DEFAULT_STEPS = {FEW_STEP: 4} | dict.fromkeys(SCHEDULER_NAMES, 20)
 
 
 class DemoModels:
@@ -21,6 +30,10 @@ class DemoModels:
     The pipeline is loaded once; for each scheduler of [`SCHEDULER_NAMES`], text-to-image, image-to-image and
     inpainting views of it are built with `from_pipe`, which shares the UNet, text encoder and tokenizer (no weight
     is copied); each view gets its own scheduler instance (a scheduler keeps per-call state).
+
+    With the shipped release (`model=None`), its few-step student (`FAST_DIFFUSION_MODEL`, distilled from it) is the
+    sampler [`FEW_STEP`] of `samplers`: only the student's UNet and `LCMScheduler` are loaded, and `from_pipe` gives
+    it the release's text encoder and tokenizer, which the student shares (its own are the same files).
 
     Args:
         model (`str`, *optional*): A pipeline folder or Hub repo id; the released model shipped with the package by
@@ -33,6 +46,8 @@ class DemoModels:
 
     >>> models = DemoModels()
     >>> models.pipes["DDIM"].unet is models.img2img["DPM-Solver++"].unet is models.inpaint["DDPM"].unet
+    True
+    >>> models.samplers["Few-step (LCM)"].text_encoder is models.pipe.text_encoder
     True
     ```
     """
@@ -52,6 +67,15 @@ class DemoModels:
         for name, key in SCHEDULER_NAMES.items():
             for views, cls in kinds:
                 views[name] = cls.from_pipe(base, scheduler=SCHEDULERS[key].from_config(base.scheduler.config))
+        #: The Generate tab's samplers: the few-step student first when there is one, then `pipes`.
+        self.samplers: dict[str, MnistDiffusionPipeline] = {}
+        if model is None:
+            self.samplers[FEW_STEP] = MnistDiffusionPipeline.from_pipe(
+                base,
+                unet=MnistUNet2DConditionModel.from_pretrained(FAST_DIFFUSION_MODEL, subfolder="unet"),
+                scheduler=LCMScheduler.from_pretrained(FAST_DIFFUSION_MODEL, subfolder="scheduler"),
+            )
+        self.samplers |= self.pipes
         self.class_names, classifier = class_names_and_classifier(base, None)
         self.classifier = classifier.eval()
         # The forward process of the tab "The forward process": the scheduler's own `forward_trajectory`.
@@ -74,3 +98,8 @@ class DemoModels:
         probabilities = self.classifier((images.clamp(-1, 1) + 1) / 2).softmax(dim=1)
         confidence, labels = probabilities.max(dim=1)
         return labels, confidence
+
+    def read_images(self, images: list[PIL.Image.Image]) -> torch.Tensor:
+        r"""The classifier's class id for each of the pipeline's PIL `images` (grayscale, the UNet's size), `(n,)`."""
+        batch = torch.from_numpy(np.stack([np.asarray(image) for image in images]))
+        return self.read(batch.unsqueeze(1).float() / 127.5 - 1)[0]

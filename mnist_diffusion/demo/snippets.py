@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from .models import SCHEDULER_NAMES
+from .models import FEW_STEP, SCHEDULER_NAMES
 
 _SCHEDULER_CLASSES = {"dpm": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler", "ddpm": "MnistDDPMScheduler"}
 
@@ -13,9 +13,16 @@ def _load_lines(
     scheduler: str, model: str | None, classes: tuple[str, ...] = (), imports: tuple[str, ...] = ()
 ) -> list[str]:
     """Imports (`classes` of mnist_diffusion, other `imports`) and loading of the pipeline with `scheduler`."""
-    cls = _SCHEDULER_CLASSES[SCHEDULER_NAMES[scheduler]]
     ours = {"MnistDiffusionPipeline", *classes}
     lines = ["import torch", *imports]
+    if scheduler == FEW_STEP:  # the shipped few-step student, with its own LCMScheduler
+        return lines + [
+            f"from mnist_diffusion import {', '.join(sorted(ours))}",
+            "from mnist_diffusion.pretrained import FAST_DIFFUSION_MODEL  # the few-step student, shipped offline",
+            "",
+            "pipe = MnistDiffusionPipeline.from_pretrained(FAST_DIFFUSION_MODEL)  # LCMScheduler, guidance embedded",
+        ]
+    cls = _SCHEDULER_CLASSES[SCHEDULER_NAMES[scheduler]]
     if cls == "MnistDDPMScheduler":
         ours.add(cls)
     else:
@@ -46,14 +53,8 @@ def _cli_options(
     words = [prompt] if prompt else []
     if class_label is not None:
         words += ["--class-label", str(class_label)]
-    return words + [
-        "--scheduler",
-        SCHEDULER_NAMES[scheduler],
-        "--steps",
-        str(steps),
-        "--guidance-scale",
-        f"{guidance:g}",
-    ]
+    words += ["--fast"] if scheduler == FEW_STEP else ["--scheduler", SCHEDULER_NAMES[scheduler]]
+    return words + ["--steps", str(steps), "--guidance-scale", f"{guidance:g}"]
 
 
 def generate_snippet(
@@ -68,7 +69,7 @@ def generate_snippet(
 ) -> str:
     r"""
     Python that makes exactly the images of the Generate tab (one generator per image, seeded `seed + i`), and the
-    `mnist-diffusion generate` command with the same settings.
+    `mnist-diffusion generate` command that makes them as one grid (`--fast` for the few-step sampler [`FEW_STEP`]).
 
     Example:
 
@@ -99,7 +100,7 @@ def generate_snippet(
         + [
             f"{call}.images",
             "",
-            "# The same settings from the command line (one generator for the whole grid, so other draws):",
+            "# The same images as one grid from the command line (image i is drawn with seed + i there too):",
             f"# {shlex.join(command)}",
         ]
     )
