@@ -1077,8 +1077,8 @@ def training_loss(
     accelerator: Accelerator,
 ) -> torch.Tensor:
     r"""
-    The (Min-SNR weighted) diffusion loss of one batch; `captioner` gives its captions with conditioning dropout
-    (`--cond_dropout_prob`, `--class_dropout_prob`), tokenised.
+    The diffusion loss of one batch (Min-SNR weighted with `--snr_gamma`); `captioner` gives its captions with
+    conditioning dropout (`--cond_dropout_prob`, `--class_dropout_prob`), tokenised.
     """
     pixel_values = batch["pixel_values"]
     bsz, device = pixel_values.shape[0], pixel_values.device
