@@ -5,21 +5,17 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import math
 import os
 import sys
-import time
 
 import torch
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from diffusers import LCMScheduler
-from tqdm.auto import tqdm
 
 from mnist_diffusion import MnistDiffusionPipeline, MnistUNet2DConditionModel
-from mnist_diffusion.captions import CAPTION_MODES, TrainingCaptioner, conditioning_dropout, measure_style
-from mnist_diffusion.data import EpochShuffleSampler, ImageClassDataset, load_split, prepare_training_data
+from mnist_diffusion.captions import CAPTION_MODES, TrainingCaptioner, conditioning_dropout
+from mnist_diffusion.data import ImageClassDataset
 from mnist_diffusion.hub import push_pipeline_to_hub, resolve_token
 from mnist_diffusion.pretrained import DIFFUSION_MODEL
 from mnist_diffusion.schedulers import predict_original_sample, predict_original_sample_and_noise
@@ -31,13 +27,17 @@ from train import (  # noqa: E402
     MIXED_PRECISIONS,
     add_bookkeeping_arguments,
     add_optimisation_arguments,
+    build_accelerator,
+    build_captioner,
+    build_dataloader,
     build_optimizer,
     check_output_dir,
     hub_repo_id,
     load_checkpoint,
+    load_training_data,
     log_validation,
     run,
-    save_checkpoint,
+    run_training_loop,
     save_final_pipeline,
     tracker_config,
     updates_per_epoch_of,
@@ -253,35 +253,16 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
 
     # The teacher and the data, checked against each other before anything is written.
     teacher = load_teacher(args)
-    data = prepare_training_data(
-        load_split(args.dataset_name, args.dataset_config_name, args.train_split, args.cache_dir),
-        image_column=args.image_column,
-        label_column=args.label_column,
-        caption_column=args.caption_column,
-        resolution=teacher.unet.config.sample_size,
-        max_train_samples=args.max_train_samples,
-    )
+    data = load_training_data(args, teacher.unet.config.sample_size)
     if teacher.num_classes != len(data.label_names):
         raise ValueError(
             f"--teacher_model_name_or_path {args.teacher_model_name_or_path!r} has {teacher.num_classes} classes; "
             f"expected {len(data.label_names)}, the classes of --dataset_name {args.dataset_name!r}."
         )
 
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
-        ),
-    )
+    accelerator = build_accelerator(args)
     dataset = ImageClassDataset(data)
-    train_dataloader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=args.train_batch_size,
-        sampler=EpochShuffleSampler(len(dataset), seed=args.seed),
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    train_dataloader = build_dataloader(dataset, args)
 
     # Teacher (frozen), student (trained) and target (EMA of the student, what is saved); LCM's solver grid.
     teacher_unet, text_encoder, tokenizer = teacher.unet, teacher.text_encoder, teacher.tokenizer
@@ -298,23 +279,11 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     null_class = teacher.null_class_label
     captioner = None  # prompts (and their dropout) for a text teacher; --caption_mode none distils classes only
     if text_encoder is not None and args.caption_mode != "none":
-        style_words = None
-        if args.caption_mode == "label+style" and data.captions is None:
-            style_words = measure_style(data.images).words()
-        captioner = TrainingCaptioner(
-            tokenizer,
-            data.label_names,
-            caption_mode=args.caption_mode,
-            captions=data.captions,
-            style_words=style_words,
-            cond_dropout_prob=args.cond_dropout_prob,
-            class_dropout_prob=args.class_dropout_prob,
-        )
+        captioner = build_captioner(args, data, tokenizer)
 
     set_seed(args.seed, device_specific=True)
     params = list(student.parameters())
     updates_per_epoch = updates_per_epoch_of(args, len(dataset), accelerator)
-    num_epochs = math.ceil(args.max_train_steps / updates_per_epoch)
     optimizer, lr_scheduler = build_optimizer(args, params, args.max_train_steps, accelerator)
     student, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         student, optimizer, train_dataloader, lr_scheduler
@@ -336,65 +305,39 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     )
 
     global_step = load_checkpoint(accelerator, resume_path)
-    first_epoch = global_step // updates_per_epoch
-    batches_to_skip = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
-
     unconditional = None  # the teacher's empty prompt, for the unconditional half of its guidance
     if captioner is not None:
         with torch.no_grad():
             unconditional = teacher.encode_prompt("", accelerator.device, do_classifier_free_guidance=False)[:2]
 
-    progress_bar = tqdm(
-        range(args.max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
-    )
-    start_time, start_step = time.perf_counter(), global_step
-    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    student.train()
-    for epoch in range(first_epoch, num_epochs):
-        if global_step >= args.max_train_steps:
-            break
-        epoch_dataloader = train_dataloader
-        if epoch == first_epoch and batches_to_skip:
-            epoch_dataloader = accelerator.skip_first_batches(train_dataloader, batches_to_skip)
-        epoch_dataloader.set_epoch(epoch)
-        for batch in epoch_dataloader:
-            with accelerator.accumulate(student):
-                loss = distillation_loss(
-                    batch, args, captioner, null_class, text_encoder, unconditional,
-                    teacher_unet, student, target, noise_scheduler, scheduler, solver_timesteps, skip,
-                )  # fmt: skip
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
-            with torch.no_grad():
-                for target_param, param in zip(
-                    target.parameters(), accelerator.unwrap_model(student).parameters(), strict=True
-                ):
-                    target_param.lerp_(param.detach(), 1 - args.target_ema_decay)
-            global_step += 1
-            progress_bar.update(1)
-            images_per_second = (global_step - start_step) * total_batch_size / (time.perf_counter() - start_time)
-            logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0], "img/s": images_per_second}
-            progress_bar.set_postfix(loss=f"{logs['loss']:.5f}", img_s=f"{images_per_second:.0f}")
-            accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=global_step)
+    def compute_loss(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return distillation_loss(
+            batch, args, captioner, null_class, text_encoder, unconditional,
+            teacher_unet, student, target, noise_scheduler, scheduler, solver_timesteps, skip,
+        )  # fmt: skip
 
-            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, args, global_step)
-            is_last = global_step >= args.max_train_steps
-            if (
-                accelerator.is_main_process
-                and args.validation_steps
-                and (global_step % args.validation_steps == 0 or is_last)
+    def after_update() -> None:
+        with torch.no_grad():
+            for target_param, param in zip(
+                target.parameters(), accelerator.unwrap_model(student).parameters(), strict=True
             ):
-                log_validation(student_pipeline(target, teacher, scheduler), args, accelerator, global_step)
-                student.train()
-            if is_last:
-                break
+                target_param.lerp_(param.detach(), 1 - args.target_ema_decay)
+
+    run_training_loop(
+        accelerator,
+        args,
+        train_dataloader,
+        [student],
+        params,
+        optimizer,
+        lr_scheduler,
+        compute_loss=compute_loss,
+        after_update=after_update,
+        validate=lambda step: log_validation(student_pipeline(target, teacher, scheduler), args, accelerator, step),
+        global_step=global_step,
+        max_train_steps=args.max_train_steps,
+        updates_per_epoch=updates_per_epoch,
+    )
 
     accelerator.wait_for_everyone()
     pipeline = None

@@ -36,7 +36,13 @@ from mnist_diffusion import (
 )
 from mnist_diffusion.captions import CAPTION_MODES, TrainingCaptioner, measure_style
 from mnist_diffusion.classifier import MnistClassifier
-from mnist_diffusion.data import EpochShuffleSampler, ImageClassDataset, load_split, prepare_training_data
+from mnist_diffusion.data import (
+    EpochShuffleSampler,
+    ImageClassData,
+    ImageClassDataset,
+    load_split,
+    prepare_training_data,
+)
 from mnist_diffusion.evaluation import ReferenceFeatures, evaluate
 from mnist_diffusion.hub import push_checkpoint, push_pipeline_to_hub, resolve_token
 from mnist_diffusion.image_grid import image_grid
@@ -860,6 +866,141 @@ def build_optimizer(
     return optimizer, lr_scheduler
 
 
+def load_training_data(args: argparse.Namespace, resolution: int) -> ImageClassData:
+    """`--dataset_name`'s `--train_split` (at most `--max_train_samples`), decoded once into uint8 tensors."""
+    return prepare_training_data(
+        load_split(args.dataset_name, args.dataset_config_name, args.train_split, args.cache_dir),
+        image_column=args.image_column,
+        label_column=args.label_column,
+        caption_column=args.caption_column,
+        resolution=resolution,
+        max_train_samples=args.max_train_samples,
+    )
+
+
+def build_captioner(args: argparse.Namespace, data: ImageClassData, tokenizer: CLIPTokenizer) -> TrainingCaptioner:
+    """Per-batch captions in `--caption_mode` (style words measured on the images once), with conditioning dropout."""
+    style_words = None
+    if args.caption_mode == "label+style" and data.captions is None:
+        style_words = measure_style(data.images).words()
+    return TrainingCaptioner(
+        tokenizer,
+        data.label_names,
+        caption_mode=args.caption_mode,
+        captions=data.captions,
+        style_words=style_words,
+        cond_dropout_prob=args.cond_dropout_prob,
+        class_dropout_prob=args.class_dropout_prob,
+    )
+
+
+def build_accelerator(args: argparse.Namespace) -> Accelerator:
+    """The `Accelerator` of a training script: accumulation, mixed precision, trackers logging in the output dir."""
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+    )
+
+
+def build_dataloader(
+    dataset: ImageClassDataset, args: argparse.Namespace, num_workers: int = 0
+) -> torch.utils.data.DataLoader:
+    """Batches of `--train_batch_size`, in an order reshuffled each epoch from `--seed` (resumable mid-epoch)."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=args.train_batch_size,
+        sampler=EpochShuffleSampler(len(dataset), seed=args.seed),
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+
+
+def run_training_loop(
+    accelerator: Accelerator,
+    args: argparse.Namespace,
+    train_dataloader: torch.utils.data.DataLoader,
+    trained: list[torch.nn.Module],
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    compute_loss: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    after_update: Callable[[], None],
+    validate: Callable[[int], None],
+    global_step: int,
+    max_train_steps: int,
+    updates_per_epoch: int,
+    on_checkpoint: Callable[[str], None] | None = None,
+) -> int:
+    r"""
+    The optimisation loop of `train.py` and `distill.py`, from `global_step` (a resumed run skips the batches its
+    epoch already used) to `max_train_steps`; returns the last step.
+
+    Each batch's loss comes from `compute_loss`; after every optimizer update `after_update` runs (an EMA step),
+    then the progress bar and trackers get the loss, learning rate and images/s, a checkpoint is saved every
+    `--checkpointing_steps` (and handed to `on_checkpoint`), and the main process calls `validate(step)` every
+    `--validation_steps` and at the last step, the trained models going back to train mode after it.
+    """
+    first_epoch = global_step // updates_per_epoch
+    batches_to_skip = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
+    num_epochs = math.ceil(max_train_steps / updates_per_epoch)
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    progress_bar = tqdm(
+        range(max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
+    )
+    start_time, start_step = time.perf_counter(), global_step
+    for model in trained:
+        model.train()
+    for epoch in range(first_epoch, num_epochs):
+        if global_step >= max_train_steps:
+            break
+        epoch_dataloader = train_dataloader
+        if epoch == first_epoch and batches_to_skip:
+            epoch_dataloader = accelerator.skip_first_batches(train_dataloader, batches_to_skip)
+        epoch_dataloader.set_epoch(epoch)
+        for batch in epoch_dataloader:
+            with accelerator.accumulate(*trained):
+                loss = compute_loss(batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            if not accelerator.sync_gradients:
+                continue
+            after_update()
+            global_step += 1
+            progress_bar.update(1)
+            images_per_second = (global_step - start_step) * total_batch_size / (time.perf_counter() - start_time)
+            logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0], "img/s": images_per_second}
+            progress_bar.set_postfix(
+                loss=f"{logs['loss']:.4g}", lr=f"{logs['lr']:.2e}", img_s=f"{images_per_second:.0f}"
+            )
+            accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=global_step)
+
+            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+                checkpoint_dir = save_checkpoint(accelerator, args, global_step)
+                if on_checkpoint is not None:
+                    on_checkpoint(checkpoint_dir)
+            is_last = global_step >= max_train_steps
+            if (
+                accelerator.is_main_process
+                and args.validation_steps
+                and (global_step % args.validation_steps == 0 or is_last)
+            ):
+                validate(global_step)
+                for model in trained:
+                    model.train()
+            if is_last:
+                break
+    return global_step
+
+
 def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     r"""
     Train and save the pipeline in `args.output_dir`; returns it on the main process.
@@ -875,51 +1016,20 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     resume_path = check_output_dir(args)
     if args.push_to_hub:
         resolve_token(None)  # no token: fail now, not after training
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
-        ),
-    )
+    accelerator = build_accelerator(args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed)  # the same initial weights in every process
 
     # Data: decoded once into uint8 tensors; captions are built per batch from labels and measured style.
-    data = prepare_training_data(
-        load_split(args.dataset_name, args.dataset_config_name, args.train_split, args.cache_dir),
-        image_column=args.image_column,
-        label_column=args.label_column,
-        caption_column=args.caption_column,
-        resolution=args.resolution,
-        max_train_samples=args.max_train_samples,
-    )
+    data = load_training_data(args, args.resolution)
     resolve_text_encoder(args, data.label_names)
-    style_words = None
-    if args.caption_mode == "label+style" and data.captions is None:
-        style_words = measure_style(data.images).words()
     evaluator = build_evaluator(args, data.label_names, accelerator.device) if args.eval_classifier else None
     dataset = ImageClassDataset(data)
-    train_dataloader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=args.train_batch_size,
-        sampler=EpochShuffleSampler(len(dataset), seed=args.seed),
-        num_workers=args.dataloader_num_workers,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    train_dataloader = build_dataloader(dataset, args, num_workers=args.dataloader_num_workers)
 
     tokenizer, text_encoder, unet, noise_scheduler = build_models(args, num_classes=len(data.label_names))
-    captioner = TrainingCaptioner(
-        tokenizer,
-        data.label_names,
-        caption_mode=args.caption_mode,
-        captions=data.captions,
-        style_words=style_words,
-        cond_dropout_prob=args.cond_dropout_prob,
-        class_dropout_prob=args.class_dropout_prob,
-    )
+    captioner = build_captioner(args, data, tokenizer)
     set_seed(args.seed, device_specific=True)  # different noise, timesteps and dropout in each process
     params = list(unet.parameters()) + (list(text_encoder.parameters()) if args.train_text_encoder else [])
     ema = (
@@ -958,64 +1068,39 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     logger.info(f"  Num epochs = {num_epochs}, total optimization steps = {max_train_steps}")
     logger.info(f"  Total batch size (parallel, distributed & accumulation) = {total_batch_size}")
 
-    first_epoch = global_step // updates_per_epoch
-    batches_to_skip = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
+    def after_update() -> None:
+        if ema is not None:
+            ema.step(params)
 
-    progress_bar = tqdm(
-        range(max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
+    def on_checkpoint(checkpoint_dir: str) -> None:
+        if accelerator.is_main_process and args.push_to_hub and args.push_checkpoints:
+            push_checkpoint(checkpoint_dir, hub_repo_id(args))
+
+    def validate(step: int) -> None:
+        with ema_weights(ema, params):
+            pipe = build_pipeline(accelerator, unet, text_encoder, tokenizer, noise_scheduler, data.id2label)
+            log_validation(pipe, args, accelerator, step)
+            if evaluator is not None:
+                log_evaluation(evaluator.evaluate(pipe), args, accelerator, step)
+
+    run_training_loop(
+        accelerator,
+        args,
+        train_dataloader,
+        trained,
+        params,
+        optimizer,
+        lr_scheduler,
+        compute_loss=lambda batch: training_loss(
+            batch, args, captioner, text_encoder, unet, noise_scheduler, accelerator
+        ),
+        after_update=after_update,
+        validate=validate,
+        on_checkpoint=on_checkpoint,
+        global_step=global_step,
+        max_train_steps=max_train_steps,
+        updates_per_epoch=updates_per_epoch,
     )
-    start_time, start_step = time.perf_counter(), global_step
-    for model in trained:
-        model.train()
-    for epoch in range(first_epoch, num_epochs):
-        if global_step >= max_train_steps:
-            break
-        epoch_dataloader = train_dataloader
-        if epoch == first_epoch and batches_to_skip:
-            epoch_dataloader = accelerator.skip_first_batches(train_dataloader, batches_to_skip)
-        epoch_dataloader.set_epoch(epoch)
-        for batch in epoch_dataloader:
-            with accelerator.accumulate(*trained):
-                loss = training_loss(batch, args, captioner, text_encoder, unet, noise_scheduler, accelerator)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-
-            if not accelerator.sync_gradients:
-                continue
-            if ema is not None:
-                ema.step(params)
-            global_step += 1
-            progress_bar.update(1)
-            images_per_second = (global_step - start_step) * total_batch_size / (time.perf_counter() - start_time)
-            logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0], "img/s": images_per_second}
-            progress_bar.set_postfix(
-                loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", img_s=f"{images_per_second:.0f}"
-            )
-            accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=global_step)
-
-            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
-                checkpoint_dir = save_checkpoint(accelerator, args, global_step)
-                if accelerator.is_main_process and args.push_to_hub and args.push_checkpoints:
-                    push_checkpoint(checkpoint_dir, hub_repo_id(args))
-            is_last = global_step >= max_train_steps
-            if (
-                accelerator.is_main_process
-                and args.validation_steps
-                and (global_step % args.validation_steps == 0 or is_last)
-            ):
-                with ema_weights(ema, params):
-                    pipe = build_pipeline(accelerator, unet, text_encoder, tokenizer, noise_scheduler, data.id2label)
-                    log_validation(pipe, args, accelerator, global_step)
-                    if evaluator is not None:
-                        log_evaluation(evaluator.evaluate(pipe), args, accelerator, global_step)
-                for model in trained:
-                    model.train()
-            if is_last:
-                break
 
     accelerator.wait_for_everyone()
     pipeline = None
