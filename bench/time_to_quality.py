@@ -122,26 +122,31 @@ def train_stock(args: argparse.Namespace, output_dir: Path, budget_seconds: floa
     return seconds, step
 
 
-def score(args: argparse.Namespace, model_dir: Path, guidance_scale: float, seeds: list[int], test) -> dict:
+def score(
+    args: argparse.Namespace, model_dir: Path, guidance_scale: float, seeds: list[int], test, cache: dict
+) -> dict:
     """Sample `num_samples` per seed with DPM-Solver++ on the model's own schedule (class label and, where the model
-    reads text, its class prompt); the mean accuracy and classifier FID over the seeds, and the FID floor."""
+    reads text, its class prompt); the mean accuracy and classifier FID over the seeds, and the FID floor. Each
+    (model, guidance, seed) is evaluated once: `cache` keeps the results for the rows that share one."""
     pipe = MnistDiffusionPipeline.from_pretrained(model_dir)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    results = [
-        evaluate(
-            pipe,
-            args.num_samples,
-            reference_images=test.images,
-            reference_labels=test.labels,
-            conditioning="label" if pipe.text_encoder is None else "label+prompt",
-            guidance_scale=guidance_scale,
-            num_inference_steps=args.num_inference_steps,
-            seed=seed,
-            style_samples_per_request=0,
-        )
-        for seed in seeds
-    ]
+    results = []
+    for seed in seeds:
+        key = (str(model_dir), guidance_scale, seed)
+        if key not in cache:
+            cache[key] = evaluate(
+                pipe,
+                args.num_samples,
+                reference_images=test.images,
+                reference_labels=test.labels,
+                conditioning="label" if pipe.text_encoder is None else "label+prompt",
+                guidance_scale=guidance_scale,
+                num_inference_steps=args.num_inference_steps,
+                seed=seed,
+                style_samples_per_request=0,
+            )
+        results.append(cache[key])
     accuracies = [result.accuracy for result in results]
     fids = [result.classifier_fid for result in results]
     floor = mean([result.classifier_fid_floor for result in results])
@@ -188,9 +193,10 @@ def main() -> None:
     for name in ("default command", "previous default (until 2026-12-02)"):
         scored += [(name, guidance, args.curve_seeds) for guidance in args.guidance]
     scored.append(("stock diffusers recipe", 1.0, args.curve_seeds))
-    rows = []
+    rows, cache = [], {}
     for name, guidance, seeds in scored:
-        rows.append({"recipe": name, **trained[name], **score(args, recipes[name][0], guidance, seeds, test)})
+        result = score(args, recipes[name][0], guidance, seeds, test, cache)
+        rows.append({"recipe": name, **trained[name], **result})
         print(json.dumps(rows[-1]), flush=True)
     (output / "results.json").write_text(json.dumps(rows, indent=2))
 
