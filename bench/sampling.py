@@ -7,6 +7,7 @@ import argparse
 import inspect
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
@@ -42,7 +43,10 @@ def parse_args() -> argparse.Namespace:
         help="Also time DPM-Solver++-20 with guidance on only the first fraction of its steps (e.g. 0.5).",
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="Timed calls per sampler, median reported (DDPM-1000: always one)."
+        "--repeats",
+        type=int,
+        default=3,
+        help="Timed calls per sampler (DDPM-1000: one), taken round-robin over the samplers; median reported.",
     )
     parser.add_argument(
         "--samplers",
@@ -78,27 +82,39 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def timed_call(
-    pipe: MnistDiffusionPipeline, batch_size: int, seed: int, repeats: int, conditioning: str, **sampling
-) -> float:
-    """Median seconds of `repeats` pipeline calls generating `batch_size` images (digits 0..9 in turn, as labels
-    and/or prompts per `conditioning`), after a short warm-up call."""
-    digits = [i % 10 for i in range(batch_size)]
-    inputs = {"class_labels": digits} if "label" in conditioning else {}
-    if "prompt" in conditioning:
-        inputs["prompt"] = [f"a handwritten {digit}" for digit in digits]
-    pipe(output_type="pt", **inputs, **{**sampling, "num_inference_steps": 2})
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        pipe(
-            **inputs,
-            generator=torch.Generator().manual_seed(seed),
-            output_type="pt",
-            **sampling,
-        )
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+@dataclass
+class SamplerRun:
+    """One row of the table: a pipeline with its scheduler, how it samples, and how it is timed and scored."""
+
+    name: str
+    pipe: MnistDiffusionPipeline
+    sampling: dict
+    batch_size: int
+    num_samples: int
+    repeats: int
+    style: bool
+
+
+def interleaved_timings(runs: list[SamplerRun], seed: int, conditioning: str) -> list[float]:
+    """Median seconds per call of each run generating `batch_size` images (digits 0..9 in turn, as labels and/or
+    prompts per `conditioning`). After one warm-up call of each, the calls go round-robin, one per run and round, so
+    that a change in the machine's speed during the benchmark slows every sampler alike and the speed-ups stay fair."""
+    inputs = []
+    for run in runs:
+        digits = [i % 10 for i in range(run.batch_size)]
+        inputs.append({"class_labels": digits} if "label" in conditioning else {})
+        if "prompt" in conditioning:
+            inputs[-1]["prompt"] = [f"a handwritten {digit}" for digit in digits]
+        run.pipe(output_type="pt", **inputs[-1], **{**run.sampling, "num_inference_steps": 2})
+    seconds = [[] for _ in runs]
+    for round_ in range(max(run.repeats for run in runs)):
+        for run, run_inputs, times in zip(runs, inputs, seconds, strict=True):
+            if round_ >= run.repeats:
+                continue
+            start = time.perf_counter()
+            run.pipe(**run_inputs, generator=torch.Generator().manual_seed(seed), output_type="pt", **run.sampling)
+            times.append(time.perf_counter() - start)
+    return [statistics.median(times) for times in seconds]
 
 
 def score(
@@ -137,36 +153,38 @@ def main() -> None:
     test = prepare_training_data(load_split(args.dataset_name, split="test"))
     classifier = default_classifier(test.label_names)
     reference = ReferenceFeatures.embed(classifier, test.images, test.labels)  # once for every row and seed
-    base_config = pipe.scheduler.config
-    rows = []  # (sampler, images per call, median seconds, scored samples, results per seed)
-    runs = [(*sampler, 1.0) for sampler in SAMPLERS if sampler[0] in args.samplers]
-    runs += [(*SAMPLERS[-1], stop) for stop in args.guidance_stop]
-    for name, scheduler_cls, steps, stop in runs:
-        pipe.scheduler = scheduler_cls.from_config(base_config)
+    runs = []
+    samplers = [(*sampler, 1.0) for sampler in SAMPLERS if sampler[0] in args.samplers]
+    samplers += [(*SAMPLERS[-1], stop) for stop in args.guidance_stop]
+    for name, scheduler_cls, steps, stop in samplers:
+        variant = MnistDiffusionPipeline.from_pipe(pipe, scheduler=scheduler_cls.from_config(pipe.scheduler.config))
+        variant.set_progress_bar_config(disable=True)
         num_samples = args.ddpm_num_samples if name == "DDPM" else args.num_samples
-        batch_size = min(args.batch_size, num_samples)  # DDPM-1000 is timed on fewer images when asked to
-        repeats = 1 if name == "DDPM" else args.repeats
-        sampling = dict(guidance_scale=guidance, guidance_stop=stop, num_inference_steps=steps)
-        seconds = timed_call(pipe, batch_size, args.seeds[0], repeats, args.conditioning, **sampling)
-        results = score(
-            pipe, classifier, reference, args, num_samples, style=name == "DPM-Solver++" and stop == 1, **sampling
+        label = f"{name}-{steps}, guidance {guidance:g}" + (f" on the first {stop:.0%} of steps" if stop < 1 else "")
+        runs.append(
+            SamplerRun(
+                label,
+                variant,
+                dict(guidance_scale=guidance, guidance_stop=stop, num_inference_steps=steps),
+                batch_size=min(args.batch_size, num_samples),  # DDPM-1000 is timed on fewer images when asked to
+                num_samples=num_samples,
+                repeats=1 if name == "DDPM" else args.repeats,
+                style=name == "DPM-Solver++" and stop == 1,
+            )
         )
-        sampler = f"{name}-{steps}, guidance {guidance:g}"
-        sampler += f" on the first {stop:.0%} of steps" if stop < 1 else ""
-        rows.append((sampler, batch_size, seconds, num_samples, results))
-        print(sampler, seconds, [(r.accuracy, r.classifier_fid) for r in results], flush=True)
     if args.fast_model:
         fast = MnistDiffusionPipeline.from_pretrained(args.fast_model)
         fast.set_progress_bar_config(disable=True)
         for steps in args.fast_steps:
+            label = f"few-step student, {type(fast.scheduler).__name__}-{steps}, guidance {args.fast_guidance_scale:g}"
             sampling = dict(guidance_scale=args.fast_guidance_scale, num_inference_steps=steps)
-            seconds = timed_call(fast, args.batch_size, args.seeds[0], args.repeats, args.conditioning, **sampling)
-            results = score(fast, classifier, reference, args, args.num_samples, style=True, **sampling)
-            sampler = (
-                f"few-step student, {type(fast.scheduler).__name__}-{steps}, guidance {args.fast_guidance_scale:g}"
-            )
-            rows.append((sampler, args.batch_size, seconds, args.num_samples, results))
-            print(sampler, seconds, [(r.accuracy, r.classifier_fid) for r in results], flush=True)
+            runs.append(SamplerRun(label, fast, sampling, args.batch_size, args.num_samples, args.repeats, style=True))
+    timings = interleaved_timings(runs, args.seeds[0], args.conditioning)
+    rows = []  # (sampler, images per call, median seconds, scored samples, results per seed)
+    for run, seconds in zip(runs, timings, strict=True):
+        results = score(run.pipe, classifier, reference, args, run.num_samples, style=run.style, **run.sampling)
+        rows.append((run.name, run.batch_size, seconds, run.num_samples, results))
+        print(run.name, seconds, [(r.accuracy, r.classifier_fid) for r in results], flush=True)
 
     floors = [result.classifier_fid_floor for result in rows[0][4]]
     # seconds per image of DPM-Solver++-20 with guidance on every step, the speed-up's reference
