@@ -188,7 +188,7 @@ def main() -> None:
 
     floors = [result.classifier_fid_floor for result in rows[0][4]]
     # seconds per image of DPM-Solver++-20 with guidance on every step, the speed-up's reference
-    reference = next(
+    seconds_per_image = next(
         (s / b for sampler, b, s, *_ in rows if sampler.startswith("DPM-Solver++-20") and "first" not in sampler), None
     )
     seeds = f"seed {args.seeds[0]}" if len(args.seeds) == 1 else f"mean over seeds {', '.join(map(str, args.seeds))}"
@@ -209,7 +209,7 @@ def main() -> None:
         strict = [request.strict_agreement for request in style.requests] if style else []
         print(
             f"| {sampler} | {batch_size} | {seconds:.2f} | {batch_size / seconds:.1f} | "
-            f"{f'{reference * batch_size / seconds:.1f}x' if reference else '-'} | {num_samples} | "
+            f"{f'{seconds_per_image * batch_size / seconds:.1f}x' if seconds_per_image else '-'} | {num_samples} | "
             f"{mean_and_range([result.accuracy for result in results], accuracy_format, 100, '%')} | "
             f"{mean_and_range(fids, '.1f')} | {mean(fids) / mean(floors):.2f} | "
             f"{f'{100 * min(strict):.0f}-{100 * max(strict):.0f}%' if strict else '-'} |"
