@@ -22,11 +22,10 @@ from mnist_diffusion.evaluation import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: The default training command's settings until 2026-12-02, passed explicitly to train the previous default.
-PREVIOUS_DEFAULT_FLAGS = (
-    *("--num_epochs", "4", "--learning_rate", "1e-3", "--snr_gamma", "5"),
-    *("--text_encoder_name_or_path", "build"),
-)
+#: The default training command's settings until 2026-12-02 15:00 UTC (AdamW for all parameters), passed explicitly to
+#: train the previous default.
+PREVIOUS_DEFAULT_FLAGS = ("--optimizer", "adamw")
+PREVIOUS_DEFAULT = "previous default (AdamW, until 2026-12-02)"
 
 
 def parse_args() -> argparse.Namespace:
@@ -167,7 +166,7 @@ def main() -> None:
     output = Path(args.output_dir)
     recipes = {
         "default command": (output / "ours", ()),
-        "previous default (until 2026-12-02)": (output / "previous", PREVIOUS_DEFAULT_FLAGS),
+        PREVIOUS_DEFAULT: (output / "previous", PREVIOUS_DEFAULT_FLAGS),
         "stock diffusers recipe": (output / "stock", None),
     }
     if args.rescore:
@@ -190,7 +189,7 @@ def main() -> None:
 
     test = prepare_training_data(load_split(args.dataset_name, split="test"))
     scored = [("default command", args.setting, args.seeds)]
-    for name in ("default command", "previous default (until 2026-12-02)"):
+    for name in ("default command", PREVIOUS_DEFAULT):
         scored += [(name, guidance, args.curve_seeds) for guidance in args.guidance]
     scored.append(("stock diffusers recipe", 1.0, args.curve_seeds))
     rows, cache = [], {}

@@ -108,10 +108,11 @@ def test_end_to_end_saves_a_pipeline_that_generates(parquet_dataset, tmp_path):
     assert list((output_dir / "logs").rglob("events.out.tfevents.*"))
 
 
-def test_resume_continues_at_the_same_step_with_the_same_result(parquet_dataset, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_continues_at_the_same_step_with_the_same_result(parquet_dataset, tmp_path, optimizer):
     # 48 samples / batch 16 = 3 batches per epoch: resuming at step 2 skips 2 batches, then starts epoch 1.
     common = ["--dataset_name", str(parquet_dataset), "--max_train_steps", "4", "--checkpointing_steps", "2",
-              "--validation_steps", "0", "--use_ema"]  # fmt: skip
+              "--validation_steps", "0", "--use_ema", "--optimizer", optimizer]  # fmt: skip
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     launch(common + ["--output_dir", str(full)])
     assert sorted(p.name for p in full.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]

@@ -118,6 +118,7 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         max_train_steps=2000,
         learning_rate=1e-4,
         lr_scheduler="constant_with_warmup",
+        optimizer="adamw",
         adam_weight_decay=0.0,
         validation_inference_steps=4,
         validation_guidance_scale=1.4,
@@ -284,7 +285,9 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     set_seed(args.seed, device_specific=True)
     params = list(student.parameters())
     updates_per_epoch = updates_per_epoch_of(args, len(dataset), accelerator)
-    optimizer, lr_scheduler = build_optimizer(args, params, args.max_train_steps, accelerator)
+    optimizer, lr_scheduler = build_optimizer(
+        args, list(student.named_parameters()), args.max_train_steps, accelerator
+    )
     student, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         student, optimizer, train_dataloader, lr_scheduler
     )

@@ -26,6 +26,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
+from transformers.utils import logging as transformers_logging
 
 from mnist_diffusion import (
     MnistDDPMScheduler,
@@ -49,6 +50,10 @@ from mnist_diffusion.image_grid import image_grid
 from mnist_diffusion.pretrained import MNIST_CLIP
 from mnist_diffusion.visualization import EVAL_HISTORY_NAME
 
+# The training scripts are not a package: the Muon optimizer is imported from beside this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from muon_optimizer import MuonAdamW, split_muon_params  # noqa: E402
+
 logger = get_logger(__name__)
 
 TRAINING_ARGS_NAME = "training_args.json"
@@ -59,6 +64,7 @@ PIPELINE_STAGING_NAME = ".pipeline.tmp"
 PIPELINE_RETIRED_NAME = ".pipeline.old"
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "muon")
 # --text_encoder_name_or_path values besides a folder or Hub id: build a small encoder, or pick by the dataset.
 BUILD_TEXT_ENCODER = "build"
 AUTO_TEXT_ENCODER = "auto"
@@ -242,6 +248,13 @@ def add_optimisation_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--train_batch_size", type=int, default=64, help="Per process.")
     group.add_argument("--max_train_steps", type=int, default=None, help="Optimizer updates in all.")
     group.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    group.add_argument(
+        "--optimizer",
+        default="muon",
+        choices=list(OPTIMIZERS),
+        help="muon (default): Muon for the hidden layers' weight matrices and conv kernels, AdamW for the rest, at "
+        "the same --learning_rate and --adam_weight_decay (see training/muon_optimizer.py); adamw: AdamW for all.",
+    )
     group.add_argument("--learning_rate", type=float, default=2e-3)
     group.add_argument("--lr_scheduler", default="cosine", help="Any name of diffusers' `get_scheduler`.")
     group.add_argument("--lr_warmup_steps", type=int, default=100)
@@ -540,7 +553,14 @@ def load_text_encoder(name_or_path: str) -> tuple[CLIPTokenizer, CLIPTextModel]:
     for tokenizer_subfolder, encoder_subfolder in (("tokenizer", "text_encoder"), ("", "")):
         try:
             tokenizer = CLIPTokenizer.from_pretrained(name_or_path, subfolder=tokenizer_subfolder)
-            return tokenizer, CLIPTextModel.from_pretrained(name_or_path, subfolder=encoder_subfolder)
+            # A whole CLIP model (MNIST-CLIP's folder) also holds a vision tower, whose weights are meant to be left
+            # out: no load report listing them.
+            verbosity = transformers_logging.get_verbosity()
+            transformers_logging.set_verbosity_error()
+            try:
+                return tokenizer, CLIPTextModel.from_pretrained(name_or_path, subfolder=encoder_subfolder)
+            finally:
+                transformers_logging.set_verbosity(verbosity)
         except (OSError, ValueError) as error:
             errors.append(str(error).splitlines()[0])
     raise ValueError(
@@ -847,16 +867,17 @@ def updates_per_epoch_of(args: argparse.Namespace, num_samples: int, accelerator
 
 
 def build_optimizer(
-    args: argparse.Namespace, params: list[torch.nn.Parameter], max_train_steps: int, accelerator: Accelerator
+    args: argparse.Namespace,
+    named_params: list[tuple[str, torch.nn.Parameter]],
+    max_train_steps: int,
+    accelerator: Accelerator,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW over `params` and its lr schedule from the optimisation flags (the schedule steps once per process)."""
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        eps=args.adam_epsilon,
-    )
+    """`--optimizer` over `named_params` and its lr schedule from the optimisation flags (stepped once per process)."""
+    adam = dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+    if args.optimizer == "muon":
+        optimizer = MuonAdamW(split_muon_params(named_params), lr=args.learning_rate, **adam)
+    else:
+        optimizer = torch.optim.AdamW([param for _, param in named_params], lr=args.learning_rate, **adam)
     lr_scheduler = get_scheduler(
         args.lr_scheduler,
         optimizer=optimizer,
@@ -1031,14 +1052,17 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     tokenizer, text_encoder, unet, noise_scheduler = build_models(args, num_classes=len(data.label_names))
     captioner = build_captioner(args, data, tokenizer)
     set_seed(args.seed, device_specific=True)  # different noise, timesteps and dropout in each process
-    params = list(unet.parameters()) + (list(text_encoder.parameters()) if args.train_text_encoder else [])
+    named_params = list(unet.named_parameters(prefix="unet")) + (
+        list(text_encoder.named_parameters(prefix="text_encoder")) if args.train_text_encoder else []
+    )
+    params = [param for _, param in named_params]
     ema = (
         EMAModel(params, decay=args.ema_max_decay, use_ema_warmup=True, power=args.ema_power) if args.use_ema else None
     )
     updates_per_epoch = updates_per_epoch_of(args, len(dataset), accelerator)
     max_train_steps = args.max_train_steps or args.num_epochs * updates_per_epoch
     num_epochs = math.ceil(max_train_steps / updates_per_epoch)
-    optimizer, lr_scheduler = build_optimizer(args, params, max_train_steps, accelerator)
+    optimizer, lr_scheduler = build_optimizer(args, named_params, max_train_steps, accelerator)
     if args.train_text_encoder:
         unet, text_encoder, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
             unet, text_encoder, optimizer, train_dataloader, lr_scheduler
