@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def measure(mixed_precision: str, batch_size: int, steps: int, warmup_steps: int, train_args: list[str]) -> float:
     r"""
-    Images per second of full training steps (captions, text encoder, UNet forward and backward, AdamW, EMA) with
-    the default arguments of `training/train.py` plus `train_args`, on random 28x28 images of 10 classes.
+    Images per second of full training steps (captions, text encoder, UNet forward and backward, `--optimizer`'s
+    step, EMA) with the default arguments of `training/train.py` plus `train_args` (e.g. `--optimizer adamw`), on
+    random 28x28 images of 10 classes.
 
     Runs in a fresh process per precision (accelerate keeps one mixed-precision setting per process).
     """
@@ -24,32 +25,36 @@ def measure(mixed_precision: str, batch_size: int, steps: int, warmup_steps: int
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
 
-    from mnist_diffusion.captions import measure_style
-    from training.train import build_models, parse_args, training_loss
+    from mnist_diffusion.data import ImageClassData
+    from training.train import (
+        build_captioner,
+        build_models,
+        build_optimizer,
+        parse_args,
+        resolve_text_encoder,
+        training_loss,
+    )
 
     args = parse_args(["--output_dir", "unused", "--train_batch_size", str(batch_size), *train_args])
     torch.manual_seed(0)
     accelerator = Accelerator(mixed_precision=mixed_precision)
-    label_names = [str(i) for i in range(10)]
-    tokenizer, text_encoder, unet, scheduler = build_models(args, num_classes=len(label_names))
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
+    images = torch.randint(0, 256, (batch_size, 1, args.resolution, args.resolution), dtype=torch.uint8)
+    data = ImageClassData(images, torch.randint(0, 10, (batch_size,)), [str(i) for i in range(10)])
+    resolve_text_encoder(args, data.label_names)
+    tokenizer, text_encoder, unet, scheduler = build_models(args, num_classes=len(data.label_names))
+    captioner = build_captioner(args, data, tokenizer)
+    named_params = list(unet.named_parameters()) + (
+        list(text_encoder.named_parameters()) if args.train_text_encoder else []
+    )
+    params = [param for _, param in named_params]
+    optimizer, _ = build_optimizer(args, named_params, warmup_steps + steps, accelerator)
     ema = EMAModel(params, decay=args.ema_max_decay, use_ema_warmup=True, power=args.ema_power)
     unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
-    images = torch.randint(0, 256, (batch_size, 1, args.resolution, args.resolution), dtype=torch.uint8)
-    batch = {
-        "pixel_values": images.float() / 127.5 - 1,
-        "labels": torch.randint(0, 10, (batch_size,)),
-        "indices": torch.arange(batch_size),
-    }
-    style_words = measure_style(images).words()
+    batch = {"pixel_values": images.float() / 127.5 - 1, "labels": data.labels, "indices": torch.arange(batch_size)}
     for step in range(warmup_steps + steps):
         if step == warmup_steps:
             start = time.perf_counter()
-        loss = training_loss(
-            batch, args, None, label_names, style_words, len(label_names), tokenizer, text_encoder, unet, scheduler,
-            accelerator,
-        )  # fmt: skip
+        loss = training_loss(batch, args, captioner, text_encoder, unet, scheduler, accelerator)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(params, args.max_grad_norm)
         optimizer.step()
