@@ -22,7 +22,7 @@ from mnist_diffusion.evaluation import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: The default training command's settings until 2026-12-02 15:00 UTC (AdamW for all parameters), passed explicitly to
+#: The default training command's settings until 2026-12-02 15:35 UTC (AdamW for all parameters), passed explicitly to
 #: train the previous default.
 PREVIOUS_DEFAULT_FLAGS = ("--optimizer", "adamw")
 PREVIOUS_DEFAULT = "previous default (AdamW, until 2026-12-02)"
