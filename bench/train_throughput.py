@@ -32,6 +32,7 @@ def measure(mixed_precision: str, batch_size: int, steps: int, warmup_steps: int
         build_optimizer,
         parse_args,
         resolve_text_encoder,
+        trained_named_params,
         training_loss,
     )
 
@@ -43,9 +44,7 @@ def measure(mixed_precision: str, batch_size: int, steps: int, warmup_steps: int
     resolve_text_encoder(args, data.label_names)
     tokenizer, text_encoder, unet, scheduler = build_models(args, num_classes=len(data.label_names))
     captioner = build_captioner(args, data, tokenizer)
-    named_params = list(unet.named_parameters()) + (
-        list(text_encoder.named_parameters()) if args.train_text_encoder else []
-    )
+    named_params = trained_named_params(args, unet, text_encoder)
     params = [param for _, param in named_params]
     optimizer, _ = build_optimizer(args, named_params, warmup_steps + steps, accelerator)
     ema = EMAModel(params, decay=args.ema_max_decay, use_ema_warmup=True, power=args.ema_power)

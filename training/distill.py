@@ -283,11 +283,10 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         captioner = build_captioner(args, data, tokenizer)
 
     set_seed(args.seed, device_specific=True)
-    params = list(student.parameters())
+    named_params = list(student.named_parameters())
+    params = [param for _, param in named_params]
     updates_per_epoch = updates_per_epoch_of(args, len(dataset), accelerator)
-    optimizer, lr_scheduler = build_optimizer(
-        args, list(student.named_parameters()), args.max_train_steps, accelerator
-    )
+    optimizer, lr_scheduler = build_optimizer(args, named_params, args.max_train_steps, accelerator)
     student, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         student, optimizer, train_dataloader, lr_scheduler
     )

@@ -866,6 +866,15 @@ def updates_per_epoch_of(args: argparse.Namespace, num_samples: int, accelerator
     return math.ceil(batches / args.gradient_accumulation_steps)
 
 
+def trained_named_params(
+    args: argparse.Namespace, unet: torch.nn.Module, text_encoder: torch.nn.Module
+) -> list[tuple[str, torch.nn.Parameter]]:
+    """The UNet's parameters and, with `--train_text_encoder`, the text encoder's, named (Muon's split reads names)."""
+    return list(unet.named_parameters(prefix="unet")) + (
+        list(text_encoder.named_parameters(prefix="text_encoder")) if args.train_text_encoder else []
+    )
+
+
 def build_optimizer(
     args: argparse.Namespace,
     named_params: list[tuple[str, torch.nn.Parameter]],
@@ -1052,9 +1061,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     tokenizer, text_encoder, unet, noise_scheduler = build_models(args, num_classes=len(data.label_names))
     captioner = build_captioner(args, data, tokenizer)
     set_seed(args.seed, device_specific=True)  # different noise, timesteps and dropout in each process
-    named_params = list(unet.named_parameters(prefix="unet")) + (
-        list(text_encoder.named_parameters(prefix="text_encoder")) if args.train_text_encoder else []
-    )
+    named_params = trained_named_params(args, unet, text_encoder)
     params = [param for _, param in named_params]
     ema = (
         EMAModel(params, decay=args.ema_max_decay, use_ema_warmup=True, power=args.ema_power) if args.use_ema else None
