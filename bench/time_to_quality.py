@@ -22,10 +22,10 @@ from mnist_diffusion.evaluation import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: The default training command's settings until 2026-12-02 15:35 UTC (AdamW for all parameters), passed explicitly to
-#: train the previous default.
-PREVIOUS_DEFAULT_FLAGS = ("--optimizer", "adamw")
-PREVIOUS_DEFAULT = "previous default (AdamW, until 2026-12-02)"
+#: The default training command's settings until 2026-12-02 (Muon at batch 64, learning rate 2e-3, 5 epochs), passed
+#: explicitly to train the previous default.
+PREVIOUS_DEFAULT_FLAGS = ("--train_batch_size", "64", "--learning_rate", "2e-3", "--num_epochs", "5")
+PREVIOUS_DEFAULT = "previous default (Muon, batch 64, 5 epochs; until 2026-12-02)"
 
 
 def parse_args() -> argparse.Namespace:

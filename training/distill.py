@@ -116,6 +116,7 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     parser.set_defaults(
         output_dir="mnist-diffusion-fast",
         max_train_steps=2000,
+        train_batch_size=64,
         learning_rate=1e-4,
         lr_scheduler="constant_with_warmup",
         optimizer="adamw",
