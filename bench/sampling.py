@@ -8,15 +8,16 @@ import inspect
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from guidance_sweep import mean, mean_and_range
 
-from mnist_diffusion import MnistDDPMScheduler, MnistDiffusionPipeline
+from mnist_diffusion import MnistDDPMScheduler, MnistDiffusionPipeline, MnistUNet2DConditionModel
 from mnist_diffusion.data import load_split, prepare_training_data
 from mnist_diffusion.evaluation import EvaluationResult, ReferenceFeatures, default_classifier, evaluate
-from mnist_diffusion.pretrained import DIFFUSION_MODEL, FAST_DIFFUSION_MODEL
+from mnist_diffusion.pretrained import DIFFUSION_MODEL, FAST_DIFFUSION_MODEL, fast_unet_subfolder
 
 SAMPLERS = [
     ("DDPM", MnistDDPMScheduler, 1000),
@@ -57,7 +58,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--fast_model", default=str(FAST_DIFFUSION_MODEL), help="The few-step student ('' skips it).")
     parser.add_argument("--fast_steps", type=int, nargs="*", default=[1, 2, 4, 8], help="The student's step counts.")
-    parser.add_argument("--fast_guidance_scale", type=float, default=1.4, help="The student's embedded guidance.")
+    parser.add_argument("--fast_guidance_scale", type=float, default=1.45, help="The student's embedded guidance.")
     parser.add_argument(
         "--conditioning", default="label", choices=["label", "prompt", "label+prompt"], help="See evaluate()."
     )
@@ -176,9 +177,19 @@ def main() -> None:
         fast = MnistDiffusionPipeline.from_pretrained(args.fast_model)
         fast.set_progress_bar_config(disable=True)
         for steps in args.fast_steps:
-            label = f"few-step student, {type(fast.scheduler).__name__}-{steps}, guidance {args.fast_guidance_scale:g}"
+            student, subfolder = fast, "unet"
+            if (Path(args.fast_model) / fast_unet_subfolder(steps)).is_dir():  # a UNet per step count, as shipped
+                subfolder = fast_unet_subfolder(steps)
+                unet = MnistUNet2DConditionModel.from_pretrained(args.fast_model, subfolder=subfolder)
+                student = MnistDiffusionPipeline.from_pipe(fast, unet=unet)
+            label = (
+                f"few-step student ({subfolder}), {type(fast.scheduler).__name__}-{steps}, "
+                f"guidance {args.fast_guidance_scale:g}"
+            )
             sampling = dict(guidance_scale=args.fast_guidance_scale, num_inference_steps=steps)
-            runs.append(SamplerRun(label, fast, sampling, args.batch_size, args.num_samples, args.repeats, style=True))
+            runs.append(
+                SamplerRun(label, student, sampling, args.batch_size, args.num_samples, args.repeats, style=True)
+            )
     timings = interleaved_timings(runs, args.seeds[0], args.conditioning)
     rows = []  # (sampler, images per call, median seconds, scored samples, results per seed)
     for run, seconds in zip(runs, timings, strict=True):

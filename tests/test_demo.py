@@ -297,7 +297,8 @@ def test_api_few_step_sampler_its_code_and_command(server, classifier, tmp_path,
     assert readings.count(5) >= 7, readings
     assert summary == f"The classifier reads **{readings.count(5)} of 8** as 5."
     # The Python shown beside the result makes the same images with the shipped student...
-    assert "MnistDiffusionPipeline.from_pretrained(FAST_DIFFUSION_MODEL)" in code
+    assert "MnistDiffusionPipeline.from_pretrained(FAST_DIFFUSION_MODEL, unet=unet)" in code
+    assert "subfolder = fast_unet_subfolder(4)" in code
     namespace = {}
     exec(code, namespace)  # noqa: S102 - the demo's own snippet
     for path, image in zip(files[1:], namespace["images"], strict=True):
@@ -309,6 +310,13 @@ def test_api_few_step_sampler_its_code_and_command(server, classifier, tmp_path,
     assert main(command) == 0
     made, shown = (np.asarray(Image.open(path), dtype=int) for path in ("samples.png", files[0]))
     assert made.shape == shown.shape and np.abs(made - shown).max() <= 2
+    # One step samples with the 1-step student: its snippet (which loads that UNet) makes the same images.
+    _, files, _, code = client.predict("a thin 3", "3", FEW_STEP, 1, 1.45, 0, 2, api_name="/generate")
+    assert "subfolder = fast_unet_subfolder(1)" in code
+    namespace = {}
+    exec(code, namespace)  # noqa: S102 - the demo's own snippet
+    for path, image in zip(files[1:], namespace["images"], strict=True):
+        assert np.abs(np.asarray(Image.open(path), dtype=int) - np.asarray(image, dtype=int)).max() <= 2
     with pytest.raises(AppError, match="Steps is 20; the few-step sampler takes 1 to 8"):
         client.predict("", "5", FEW_STEP, 20, 1.4, 0, 2, api_name="/generate")
     with pytest.raises(AppError, match="not in the list of choices"):  # the few-step sampler is Generate's only

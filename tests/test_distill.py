@@ -11,12 +11,18 @@ import numpy as np
 import pytest
 import torch
 from conftest import load_training_script, make_digit_dataset, make_tiny_pipeline, make_tiny_unet
-from diffusers import LCMScheduler
+from diffusers import DDIMScheduler, LCMScheduler
+from PIL import Image
 from safetensors.torch import load_file
 
 from mnist_diffusion import MnistDiffusionPipeline, MnistUNet2DConditionModel
 from mnist_diffusion.cli import main as cli_main
-from mnist_diffusion.pretrained import DIFFUSION_MODEL, FAST_DIFFUSION_MODEL
+from mnist_diffusion.pretrained import (
+    DIFFUSION_MODEL,
+    FAST_DIFFUSION_MODEL,
+    FAST_UNET_SUBFOLDERS,
+    fast_unet_subfolder,
+)
 
 FOUR_DIGITS = {str(i): str(i) for i in range(4)}
 
@@ -92,6 +98,37 @@ def test_tiny_teacher_distils_into_a_few_step_student(distill_module, teacher, p
     assert json.loads((output_dir / "training_args.json").read_text())["max_train_steps"] == 3
 
 
+def test_progressive_rounds_halve_the_steps_from_the_teacher_then_from_the_previous_student(
+    distill_module, teacher, parquet_dataset, tmp_path
+):
+    common = ["--method", "progressive", "--max_train_steps", "2", "--checkpointing_steps", "0"]
+    common += ["--validation_steps", "0", "--report_to", "none"]
+    first, second = tmp_path / "four-steps", tmp_path / "two-steps"
+    args = distill_args(teacher, parquet_dataset, first, *common, "--num_student_steps", "4")
+    student = distill_module.main(distill_module.parse_args(args))
+    # Round 1 distils the guidance: the multi-step teacher plus a guidance embedding, sampled by DDIM's grid.
+    assert student.guidance_embedded and isinstance(student.scheduler, DDIMScheduler)
+    loaded = MnistDiffusionPipeline.from_pretrained(first)
+    assert isinstance(loaded.scheduler, DDIMScheduler)
+    assert loaded.scheduler.config.timestep_spacing == "trailing" and loaded.scheduler.config.set_alpha_to_one
+    teacher_weights = load_file(teacher / "unet" / "diffusion_pytorch_model.safetensors")
+    first_weights = load_file(first / "unet" / "diffusion_pytorch_model.safetensors")
+    assert set(first_weights) - set(teacher_weights) == {"time_embedding.cond_proj.weight"}
+    assert first_weights["time_embedding.cond_proj.weight"].abs().sum() > 0  # the guidance projection learned
+
+    # Round 2 takes round 1's student as its teacher (no unconditional pass) and starts from its weights.
+    args = distill_args(first, parquet_dataset, second, *common, "--num_student_steps", "2")
+    second_student = distill_module.main(distill_module.parse_args(args))
+    second_weights = load_file(second / "unet" / "diffusion_pytorch_model.safetensors")
+    assert second_weights.keys() == first_weights.keys()
+    assert not torch.equal(second_weights["conv_out.weight"], first_weights["conv_out.weight"])
+    second_student.set_progress_bar_config(disable=True)
+    batches = []
+    second_student.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    images = second_student("a 3", class_labels=3, num_inference_steps=2, guidance_scale=1.5, output_type="np").images
+    assert images.shape == (1, 8, 8, 1) and np.isfinite(images).all() and batches == [1, 1]
+
+
 def test_resume_continues_at_the_same_step_with_the_same_result(distill_module, teacher, parquet_dataset, tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     common = ["--max_train_steps", "4", "--checkpointing_steps", "2", "--validation_steps", "0", "--report_to", "none"]
@@ -162,6 +199,9 @@ def test_class_only_teacher_distils_with_caption_mode_none(distill_module, parqu
         (["--loss_type", "l1"], "--loss_type is 'l1'"),
         (["--caption_mode", "style"], "--caption_mode is 'style'"),
         (["--num_ddim_timesteps", "0"], "--num_ddim_timesteps is 0"),
+        (["--method", "adversarial"], "--method is 'adversarial'; expected one of \\['lcm', 'progressive'\\]"),
+        (["--num_student_steps", "0"], "--num_student_steps is 0; expected a positive integer"),
+        (["--num_student_steps", "501"], "--num_student_steps is 501; expected at most 500"),
         # the checks train.py shares: no token on the command line, finite numbers
         (["--hub_token", "hf_secret"], "--hub_token is refused"),
         (["--learning_rate", "nan"], "--learning_rate is nan; expected a finite number"),
@@ -227,16 +267,34 @@ def test_the_release_schedule_swaps_to_lcm_from_its_config():
     assert scheduler.timesteps.tolist() == [999, 759, 499, 259]
 
 
-def test_the_shipped_fast_model_is_a_guidance_embedded_lcm_student():
+def test_the_shipped_fast_model_has_a_guidance_embedded_student_per_step_count():
     fast = MnistDiffusionPipeline.from_pretrained(FAST_DIFFUSION_MODEL)
-    assert isinstance(fast.scheduler, LCMScheduler) and fast.guidance_embedded
+    assert isinstance(fast.scheduler, DDIMScheduler) and fast.guidance_embedded
+    assert fast.scheduler.config.timestep_spacing == "trailing" and fast.scheduler.config.set_alpha_to_one
     assert fast.text_encoder is not None and fast.num_classes == 10
+    assert [fast_unet_subfolder(steps) for steps in range(1, 9)] == ["unet_1step"] + ["unet_2step"] * 2 + ["unet"] * 5
+    for subfolder in FAST_UNET_SUBFOLDERS.values():
+        unet = MnistUNet2DConditionModel.from_pretrained(FAST_DIFFUSION_MODEL, subfolder=subfolder)
+        assert unet.config.time_cond_proj_dim == fast.unet.config.time_cond_proj_dim
+    with pytest.raises(ValueError, match="num_inference_steps is 0; expected a positive integer"):
+        fast_unet_subfolder(0)
 
 
-def test_generate_fast_writes_its_file(tmp_path, capsys):
+def test_generate_fast_writes_its_file_with_the_student_of_its_step_count(tmp_path, capsys):
     output = tmp_path / "fast.png"
     assert cli_main(["generate", "a thick 7", "--fast", "--class-label", "7", "-n", "4", "-o", str(output)]) == 0
     assert output.is_file() and "Saved 4 images" in capsys.readouterr().out
+    # one step: the 1-step student, whose images differ from the 4-step student's single step
+    one = tmp_path / "one.png"
+    assert cli_main(["generate", "a thick 7", "--fast", "--steps", "1", "--class-label", "7", "-o", str(one)]) == 0
+    pipe = MnistDiffusionPipeline.from_pretrained(FAST_DIFFUSION_MODEL)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(0)
+    four_step_student = pipe(
+        "a thick 7", class_labels=7, num_inference_steps=1, guidance_scale=1.45, generator=generator
+    ).images[0]
+    first_cell = np.asarray(Image.open(one))[:28, :28]
+    assert np.abs(first_cell.astype(int) - np.asarray(four_step_student, dtype=int)).max() > 50
     assert cli_main(["generate", "a 7", "--fast", "--model", str(DIFFUSION_MODEL), "-o", str(tmp_path / "x.png")]) == 2
     assert "--fast uses the shipped few-step model" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()

@@ -7,7 +7,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from mnist_diffusion import MnistDDPMScheduler
-from mnist_diffusion.schedulers import predict_original_sample
+from mnist_diffusion.schedulers import ddim_jump, ddim_jump_original, predict_original_sample
 from mnist_diffusion.schedulers.scheduling_mnist_ddpm import DIGIT_DEFAULTS
 
 
@@ -171,3 +171,23 @@ def test_training_target_and_predict_original_sample_invert_each_other(predictio
     assert torch.allclose(predict_original_sample(scheduler, xt, target, t), x0, atol=1e-3)
     ddim = DDIMScheduler.from_config(scheduler.config)
     assert torch.allclose(predict_original_sample(ddim, xt, target, t), x0, atol=1e-3)
+
+
+def test_ddim_jump_takes_ddim_schedulers_steps_and_its_inverse_recovers_the_original():
+    torch.manual_seed(0)
+    scheduler = MnistDDPMScheduler(prediction_type="v_prediction")
+    ddim = DDIMScheduler.from_config(scheduler.config, set_alpha_to_one=True)
+    ddim.set_timesteps(4)
+    sample = torch.randn(2, 1, 8, 8)
+    for t in ddim.timesteps.tolist():  # 999, 749, 499, 249 -> clean
+        output = torch.randn(2, 1, 8, 8)
+        expected = ddim.step(output, t, sample).prev_sample
+        following = t - 250
+        jumped = ddim_jump(scheduler, sample, output, torch.tensor([t, t]), torch.tensor([following] * 2))
+        torch.testing.assert_close(jumped, expected, atol=1e-4, rtol=1e-4)
+        # the x_0 whose single step lands there is the one the model implied
+        original = ddim_jump_original(scheduler, sample, torch.tensor([t, t]), jumped, torch.tensor([following] * 2))
+        torch.testing.assert_close(
+            original, predict_original_sample(scheduler, sample, output, t), atol=1e-3, rtol=1e-3
+        )
+        sample = jumped

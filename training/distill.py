@@ -1,4 +1,4 @@
-"""Distil a saved MnistDiffusionPipeline into a few-step (LCM) student: `accelerate launch training/distill.py ...`."""
+"""Distil a saved MnistDiffusionPipeline into a few-step student (LCM, or progressive distillation rounds)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,20 @@ import sys
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from diffusers import LCMScheduler
+from diffusers import DDIMScheduler, LCMScheduler
 
 from mnist_diffusion import MnistDiffusionPipeline, MnistUNet2DConditionModel
 from mnist_diffusion.captions import CAPTION_MODES, TrainingCaptioner, conditioning_dropout
 from mnist_diffusion.data import ImageClassDataset
 from mnist_diffusion.hub import push_pipeline_to_hub, resolve_token
 from mnist_diffusion.pretrained import DIFFUSION_MODEL
-from mnist_diffusion.schedulers import predict_original_sample, predict_original_sample_and_noise
+from mnist_diffusion.schedulers import (
+    MnistDDPMScheduler,
+    ddim_jump,
+    ddim_jump_original,
+    predict_original_sample,
+    predict_original_sample_and_noise,
+)
 
 # The training scripts are not a package: train.py's bookkeeping (checkpoints, validation grids, arguments) is
 # imported from beside this file.
@@ -48,6 +54,9 @@ from train import (  # noqa: E402
 logger = get_logger(__name__)
 
 LOSS_TYPES = ("huber", "l2")
+#: "lcm": latent consistency distillation (1-8 steps from one run); "progressive": one round of progressive
+#: distillation (the student takes one DDIM step for two of the teacher's; guidance is distilled in the first round).
+METHODS = ("lcm", "progressive")
 
 
 def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
@@ -97,12 +106,19 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="As in train.py: probability of 'no class' (prompt only).",
     )
 
-    distil = parser.add_argument_group("consistency distillation")
+    distil = parser.add_argument_group("distillation")
+    distil.add_argument("--method", default="lcm", help=f"One of {list(METHODS)}.")
+    distil.add_argument(
+        "--num_student_steps",
+        type=int,
+        default=8,
+        help="--method progressive: the student's DDIM steps; the teacher takes twice as many (one round).",
+    )
     distil.add_argument(
         "--num_ddim_timesteps",
         type=int,
         default=50,
-        help="The teacher's DDIM solver grid: each target is one DDIM step of 1000 / N timesteps (LCM's skip).",
+        help="--method lcm: the teacher's DDIM solver grid; each target is one DDIM step of 1000 / N timesteps.",
     )
     distil.add_argument("--guidance_scale_min", type=float, default=1.0, help="Guidance scales sampled per image.")
     distil.add_argument("--guidance_scale_max", type=float, default=2.5)
@@ -135,12 +151,14 @@ def validate_args(args: argparse.Namespace) -> None:
     choices = (
         ("--caption_mode", args.caption_mode, ("none",) + CAPTION_MODES),
         ("--loss_type", args.loss_type, LOSS_TYPES),
+        ("--method", args.method, METHODS),
         ("--mixed_precision", args.mixed_precision, (None,) + MIXED_PRECISIONS),
     )
     for flag, value, allowed in choices:
         if value not in allowed:
             raise ValueError(f"{flag} is {value!r}; expected one of {[a for a in allowed if a]}.")
     positive = ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "num_ddim_timesteps")
+    positive += ("num_student_steps",)
     positive += ("time_cond_proj_dim", "validation_images_per_class", "validation_inference_steps")
     for name in positive:
         if getattr(args, name) < 1:
@@ -148,6 +166,8 @@ def validate_args(args: argparse.Namespace) -> None:
     for name in ("checkpointing_steps", "validation_steps", "lr_warmup_steps"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} is {getattr(args, name)}; expected 0 or more.")
+    if args.num_student_steps > 500:
+        raise ValueError(f"--num_student_steps is {args.num_student_steps}; expected at most 500 (1000 timesteps).")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         raise ValueError(f"--checkpoints_total_limit is {args.checkpoints_total_limit}; expected a positive integer.")
     if not 1 <= args.guidance_scale_min <= args.guidance_scale_max:
@@ -170,7 +190,9 @@ def validate_args(args: argparse.Namespace) -> None:
 def load_teacher(args: argparse.Namespace) -> MnistDiffusionPipeline:
     r"""
     The teacher pipeline, refused (`ValueError`) when it cannot teach what the arguments ask: no text encoder while
-    prompts are distilled, no class conditioning, or a guidance embedding of its own (already distilled).
+    prompts are distilled, no class conditioning, or (for LCM) a guidance embedding of its own (already distilled). A
+    progressive round takes either the multi-step model (guidance is distilled in that first round) or the student of
+    the previous round.
     """
     name = args.teacher_model_name_or_path
     try:
@@ -189,7 +211,7 @@ def load_teacher(args: argparse.Namespace) -> MnistDiffusionPipeline:
         raise ValueError(
             f"--teacher_model_name_or_path {name!r} has no class conditioning; expected a class-conditioned teacher."
         )
-    if teacher.guidance_embedded:
+    if teacher.guidance_embedded and args.method == "lcm":
         raise ValueError(
             f"--teacher_model_name_or_path {name!r} is already a guidance-embedded (distilled) model; expected the "
             "multi-step teacher."
@@ -199,12 +221,12 @@ def load_teacher(args: argparse.Namespace) -> MnistDiffusionPipeline:
 
 
 def student_pipeline(
-    unet: MnistUNet2DConditionModel, teacher: MnistDiffusionPipeline, scheduler: LCMScheduler
+    unet: MnistUNet2DConditionModel, teacher: MnistDiffusionPipeline, scheduler: LCMScheduler | DDIMScheduler
 ) -> MnistDiffusionPipeline:
     """An eval-mode pipeline around the student UNet with the teacher's text encoder, tokenizer and class names."""
     return MnistDiffusionPipeline(
         unet=unet.eval(),
-        scheduler=LCMScheduler.from_config(scheduler.config),
+        scheduler=type(scheduler).from_config(scheduler.config),
         text_encoder=teacher.text_encoder,
         tokenizer=teacher.tokenizer,
         id2label=teacher.config.id2label,
@@ -236,8 +258,8 @@ def consistency_prediction(
 
 def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     r"""
-    Distil the teacher and save the student pipeline (with an `LCMScheduler`) in `args.output_dir`; returns it on
-    the main process.
+    Distil the teacher and save the student pipeline in `args.output_dir` (with an `LCMScheduler`, or for a
+    progressive round a `DDIMScheduler` with trailing timesteps); returns it on the main process.
 
     Example:
 
@@ -245,6 +267,11 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     >>> from training.distill import main, parse_args
 
     >>> main(parse_args(["--dataset_name", "ylecun/mnist", "--output_dir", "fast", "--max_train_steps", "100"]))
+    >>> # progressive distillation: one round per halving, each from the previous round's student
+    >>> main(parse_args(["--dataset_name", "ylecun/mnist", "--output_dir", "pd8", "--method", "progressive",
+    ...                  "--num_student_steps", "8"]))
+    >>> main(parse_args(["--dataset_name", "ylecun/mnist", "--output_dir", "pd4", "--method", "progressive",
+    ...                  "--num_student_steps", "4", "--teacher_model_name_or_path", "pd8"]))
     ```
     """
     resume_path = check_output_dir(args)
@@ -266,14 +293,26 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     dataset = ImageClassDataset(data)
     train_dataloader = build_dataloader(dataset, args)
 
-    # Teacher (frozen), student (trained) and target (EMA of the student, what is saved); LCM's solver grid.
+    # Teacher (frozen), student (trained) and target (EMA of the student, what is saved); the student's timesteps:
+    # LCM's solver grid, or the DDIM grid of the progressive student's steps.
     teacher_unet, text_encoder, tokenizer = teacher.unet, teacher.text_encoder, teacher.tokenizer
-    noise_scheduler = teacher.scheduler
-    scheduler = LCMScheduler.from_config(noise_scheduler.config, original_inference_steps=args.num_ddim_timesteps)
-    scheduler.set_timesteps(args.num_ddim_timesteps)
-    solver_timesteps = scheduler.timesteps.flip(0).long()
-    skip = scheduler.config.num_train_timesteps // args.num_ddim_timesteps
-    student = build_student(teacher_unet, args.time_cond_proj_dim)
+    noise_scheduler = MnistDDPMScheduler.from_config(teacher.scheduler.config)
+    if args.method == "lcm":
+        scheduler = LCMScheduler.from_config(noise_scheduler.config, original_inference_steps=args.num_ddim_timesteps)
+        scheduler.set_timesteps(args.num_ddim_timesteps)
+        solver_timesteps = scheduler.timesteps.flip(0).long()
+        skip = scheduler.config.num_train_timesteps // args.num_ddim_timesteps
+    else:
+        scheduler = DDIMScheduler.from_config(
+            noise_scheduler.config, set_alpha_to_one=True, timestep_spacing="trailing"
+        )
+        scheduler.set_timesteps(args.num_student_steps)
+        solver_timesteps = scheduler.timesteps.long()
+        skip = scheduler.config.num_train_timesteps // args.num_student_steps  # DDIMScheduler.step's stride
+    if teacher.guidance_embedded:  # a progressive round from the previous round's student
+        student, embedding_dim = copy.deepcopy(teacher_unet), teacher_unet.config.time_cond_proj_dim
+    else:
+        student, embedding_dim = build_student(teacher_unet, args.time_cond_proj_dim), args.time_cond_proj_dim
     target = copy.deepcopy(student).requires_grad_(False)
     teacher_unet.requires_grad_(False).eval()
     if text_encoder is not None:
@@ -314,8 +353,14 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
             unconditional = teacher.encode_prompt("", accelerator.device, do_classifier_free_guidance=False)[:2]
 
     def compute_loss(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        conditioning = batch_conditioning(batch, args, captioner, null_class, text_encoder, unconditional)
+        if args.method == "progressive":
+            return progressive_distillation_loss(
+                batch["pixel_values"], conditioning, args, teacher_unet, teacher.guidance_embedded,
+                student, noise_scheduler, solver_timesteps, skip, embedding_dim,
+            )  # fmt: skip
         return distillation_loss(
-            batch, args, captioner, null_class, text_encoder, unconditional,
+            batch["pixel_values"], conditioning, args,
             teacher_unet, student, target, noise_scheduler, scheduler, solver_timesteps, skip,
         )  # fmt: skip
 
@@ -355,17 +400,66 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     return pipeline
 
 
-def distillation_loss(
+def batch_conditioning(
     batch: dict[str, torch.Tensor],
     args: argparse.Namespace,
     captioner: TrainingCaptioner | None,
     null_class: int,
     text_encoder: torch.nn.Module | None,
     unconditional: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    r"""
+    The student's conditioning of one batch (prompts and class labels with train.py's dropout) and the teacher's
+    for classifier-free guidance: the unconditional half (empty prompt, null class) then the student's.
+    """
+    labels, bsz = batch["labels"], batch["labels"].shape[0]
+    conditioning, guided = {}, {}
+    if captioner is not None:
+        prompts = captioner(labels, batch["indices"])
+        attention_mask, class_labels = prompts.attention_mask, prompts.class_labels
+        with torch.no_grad():
+            hidden_states = text_encoder(prompts.input_ids, attention_mask=attention_mask)[0]
+        conditioning = {"encoder_hidden_states": hidden_states, "encoder_attention_mask": attention_mask}
+        empty_states, empty_mask = (u.expand(bsz, *u.shape[1:]) for u in unconditional)
+        guided = {
+            "encoder_hidden_states": torch.cat([empty_states, hidden_states]),
+            "encoder_attention_mask": torch.cat([empty_mask, attention_mask]),
+        }
+    else:
+        _, drop_class = conditioning_dropout(bsz, args.cond_dropout_prob, args.class_dropout_prob)
+        class_labels = torch.where(drop_class.to(labels.device), torch.full_like(labels, null_class), labels)
+    conditioning["class_labels"] = class_labels
+    guided["class_labels"] = torch.cat([torch.full_like(class_labels, null_class), class_labels])
+    return conditioning, guided
+
+
+def sample_guidance_scales(args: argparse.Namespace, bsz: int, device: torch.device) -> torch.Tensor:
+    """One guidance scale per image, uniform on [--guidance_scale_min, --guidance_scale_max]."""
+    low, high = args.guidance_scale_min, args.guidance_scale_max
+    return low + (high - low) * torch.rand(bsz, device=device)
+
+
+def guided_prediction(
+    teacher_unet: torch.nn.Module,
+    sample: torch.Tensor,
+    timesteps: torch.Tensor,
+    guided: dict[str, torch.Tensor],
+    scales: torch.Tensor,
+) -> torch.Tensor:
+    """The multi-step teacher's output with classifier-free guidance at `scales` (one batched pass of both halves)."""
+    both = teacher_unet(torch.cat([sample, sample]), torch.cat([timesteps, timesteps]), **guided).sample
+    uncond, cond = both.chunk(2)
+    return uncond + scales[:, None, None, None] * (cond - uncond)
+
+
+def distillation_loss(
+    pixel_values: torch.Tensor,
+    conditionings: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+    args: argparse.Namespace,
     teacher_unet: torch.nn.Module,
     student: torch.nn.Module,
     target: torch.nn.Module,
-    noise_scheduler,
+    noise_scheduler: MnistDDPMScheduler,
     scheduler: LCMScheduler,
     solver_timesteps: torch.Tensor,
     skip: int,
@@ -377,45 +471,21 @@ def distillation_loss(
     `w` drawn per image, takes one deterministic DDIM step to `t - skip`; the student's consistency function at `t`
     (given the embedding of `w`) must match the target network's at `t - skip` (Huber or squared distance).
     """
-    pixel_values, labels = batch["pixel_values"], batch["labels"]
+    conditioning, guided = conditionings
     bsz, device = pixel_values.shape[0], pixel_values.device
-    conditioning = {}
-    teacher_conditioning = {}
-    if captioner is not None:
-        prompts = captioner(labels, batch["indices"])
-        attention_mask, class_labels = prompts.attention_mask, prompts.class_labels
-        with torch.no_grad():
-            hidden_states = text_encoder(prompts.input_ids, attention_mask=attention_mask)[0]
-        conditioning = {"encoder_hidden_states": hidden_states, "encoder_attention_mask": attention_mask}
-        empty_states, empty_mask = (u.expand(bsz, *u.shape[1:]) for u in unconditional)
-        teacher_conditioning = {
-            "encoder_hidden_states": torch.cat([empty_states, hidden_states]),
-            "encoder_attention_mask": torch.cat([empty_mask, attention_mask]),
-        }
-    else:
-        _, drop_class = conditioning_dropout(bsz, args.cond_dropout_prob, args.class_dropout_prob)
-        class_labels = torch.where(drop_class.to(device), torch.full_like(labels, null_class), labels)
-    conditioning["class_labels"] = class_labels
-    teacher_conditioning["class_labels"] = torch.cat([torch.full_like(class_labels, null_class), class_labels])
-
     noise = torch.randn_like(pixel_values)
     index = torch.randint(0, len(solver_timesteps), (bsz,), device=device)
     timesteps = solver_timesteps[index]
     previous = (timesteps - skip).clamp(min=0)
     noisy = noise_scheduler.add_noise(pixel_values, noise, timesteps)
-    scales = args.guidance_scale_min + (args.guidance_scale_max - args.guidance_scale_min) * torch.rand(
-        bsz, device=device
-    )
+    scales = sample_guidance_scales(args, bsz, device)
     embedding = MnistDiffusionPipeline.get_guidance_scale_embedding(scales, args.time_cond_proj_dim).to(device)
 
     prediction = student(noisy, timesteps, timestep_cond=embedding, **conditioning).sample
     prediction = consistency_prediction(scheduler, noisy, prediction, timesteps)
     with torch.no_grad():
-        uncond, cond = teacher_unet(
-            torch.cat([noisy, noisy]), torch.cat([timesteps, timesteps]), **teacher_conditioning
-        ).sample.chunk(2)
-        guided = uncond + scales[:, None, None, None] * (cond - uncond)
-        original, predicted_noise = predict_original_sample_and_noise(noise_scheduler, noisy, guided, timesteps)
+        guided_output = guided_prediction(teacher_unet, noisy, timesteps, guided, scales)
+        original, predicted_noise = predict_original_sample_and_noise(noise_scheduler, noisy, guided_output, timesteps)
         solver_sample = noise_scheduler.add_noise(original, predicted_noise, previous)
         target_output = target(solver_sample, previous, timestep_cond=embedding, **conditioning).sample
         target_prediction = consistency_prediction(scheduler, solver_sample, target_output, previous)
@@ -424,6 +494,53 @@ def distillation_loss(
     else:
         per_pixel = (prediction.float() - target_prediction.float()) ** 2
     return per_pixel.mean()
+
+
+def progressive_distillation_loss(
+    pixel_values: torch.Tensor,
+    conditionings: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+    args: argparse.Namespace,
+    teacher_unet: torch.nn.Module,
+    teacher_embedded: bool,
+    student: torch.nn.Module,
+    noise_scheduler: MnistDDPMScheduler,
+    student_timesteps: torch.Tensor,
+    stride: int,
+    embedding_dim: int,
+) -> torch.Tensor:
+    r"""
+    The loss of one round of progressive distillation (Salimans and Ho 2022; guidance as in Meng et al. 2023).
+
+    Each image is noised to a timestep `t` of the student's DDIM grid; the teacher takes two deterministic DDIM steps,
+    `t -> (t + s) / 2 -> s` with `s = t - stride` (-1: the clean image), with classifier-free guidance at a scale `w`
+    drawn per image (a multi-step teacher) or `w` as its embedding (the previous round's student). The student, given
+    the embedding of `w`, must predict the x_0 whose single DDIM step from `t` lands where the teacher's two did;
+    squared error in x_0, weighted by max(SNR(t), 1) ("truncated SNR").
+    """
+    conditioning, guided = conditionings
+    bsz, device = pixel_values.shape[0], pixel_values.device
+    noise = torch.randn_like(pixel_values)
+    timesteps = student_timesteps[torch.randint(0, len(student_timesteps), (bsz,), device=device)]
+    following = (timesteps - stride).clamp(min=-1)
+    middle = torch.div(timesteps + following, 2, rounding_mode="floor")
+    noisy = noise_scheduler.add_noise(pixel_values, noise, timesteps)
+    scales = sample_guidance_scales(args, bsz, device)
+    embedding = MnistDiffusionPipeline.get_guidance_scale_embedding(scales, embedding_dim).to(device)
+
+    def teacher_output(sample: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        if teacher_embedded:
+            return teacher_unet(sample, at, timestep_cond=embedding, **conditioning).sample
+        return guided_prediction(teacher_unet, sample, at, guided, scales)
+
+    with torch.no_grad():
+        halfway = ddim_jump(noise_scheduler, noisy, teacher_output(noisy, timesteps), timesteps, middle)
+        landing = ddim_jump(noise_scheduler, halfway, teacher_output(halfway, middle), middle, following)
+        target_original = ddim_jump_original(noise_scheduler, noisy, timesteps, landing, following)
+    prediction = student(noisy, timesteps, timestep_cond=embedding, **conditioning).sample
+    original = predict_original_sample(noise_scheduler, noisy, prediction, timesteps)
+    weights = noise_scheduler.snr(timesteps).clamp(min=1.0)
+    per_image = ((original.float() - target_original.float()) ** 2).mean(dim=(1, 2, 3))
+    return (weights * per_image).mean()
 
 
 if __name__ == "__main__":

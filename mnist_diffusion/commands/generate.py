@@ -12,13 +12,13 @@ import torch
 from ..clip_model import ClipScorer
 from ..image_grid import image_grid
 from ..pipelines import MnistDiffusionPipeline
-from ..pretrained import FAST_DIFFUSION_MODEL
 from ..selection import select_best
 from .loading import (
     SCHEDULERS,
     add_guidance_interval_arguments,
     check_image_output,
     finite_float,
+    open_fast_pipeline,
     open_pipeline,
     parse_class_label,
 )
@@ -27,7 +27,7 @@ from .loading import (
 MAX_IMAGES = 10_000
 
 # `--fast` defaults: the few-step model's steps and guidance scale (see the model card).
-FAST_STEPS, FAST_GUIDANCE_SCALE = 4, 1.4
+FAST_STEPS, FAST_GUIDANCE_SCALE = 4, 1.45
 
 
 def generate(args: argparse.Namespace) -> Path:
@@ -56,12 +56,16 @@ def generate(args: argparse.Namespace) -> Path:
     output = check_image_output("-o/--output", args.output)
     if args.fast and args.model is not None:
         raise ValueError(f"--fast uses the shipped few-step model; got --model {args.model!r} too. Pass one of them.")
-    pipe = open_pipeline(str(FAST_DIFFUSION_MODEL) if args.fast else args.model, args.scheduler)
     steps, guidance_scale = (FAST_STEPS, FAST_GUIDANCE_SCALE) if args.fast else (50, 3.0)
+    steps = steps if args.steps is None else args.steps
+    if args.fast:  # the student distilled for this many steps
+        pipe = open_fast_pipeline(steps, args.scheduler)
+    else:
+        pipe = open_pipeline(args.model, args.scheduler)
     sampling = {
         "prompt": args.prompt,
         "class_labels": parse_class_label(args.class_label),
-        "num_inference_steps": steps if args.steps is None else args.steps,
+        "num_inference_steps": steps,
         "guidance_scale": guidance_scale if args.guidance_scale is None else args.guidance_scale,
         "guidance_start": args.guidance_start,
         "guidance_stop": args.guidance_stop,
@@ -136,8 +140,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     gen.add_argument(
         "--fast",
         action="store_true",
-        help=f"Use the shipped few-step model (distilled from the released one): {FAST_STEPS} steps and guidance "
-        f"{FAST_GUIDANCE_SCALE} unless --steps / --guidance-scale say otherwise, one network pass per step.",
+        help=f"Use the shipped few-step model (distilled from the released one; the student distilled for --steps): "
+        f"{FAST_STEPS} steps and guidance {FAST_GUIDANCE_SCALE} unless --steps / --guidance-scale say otherwise, one "
+        "network pass per step.",
     )
     gen.add_argument("--class-label", help='A class id or name ("7", "Sneaker").')
     gen.add_argument(
@@ -148,7 +153,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     gen.add_argument("--steps", type=int, help="Denoising steps (default 50; with --fast 4).")
     gen.add_argument(
-        "--guidance-scale", type=finite_float, help="Classifier-free guidance (default 3.0; with --fast 1.4)."
+        "--guidance-scale",
+        type=finite_float,
+        help=f"Classifier-free guidance (default 3.0; with --fast {FAST_GUIDANCE_SCALE}).",
     )
     add_guidance_interval_arguments(gen)
     gen.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")

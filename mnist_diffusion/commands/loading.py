@@ -12,11 +12,12 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from ..models.unet_mnist import MnistUNet2DConditionModel
 from ..pipelines import MnistDiffusionPipeline
-from ..pretrained import DIFFUSION_MODEL
+from ..pretrained import DIFFUSION_MODEL, FAST_DIFFUSION_MODEL, fast_unet_subfolder
 from ..schedulers import MnistDDPMScheduler
 
-# "lcm" is the few-step sampler of distilled (guidance-embedded) models such as the shipped mnist-diffusion-fast.
+# "lcm" is the sampler of students of `training/distill.py --method lcm` (latent consistency distillation).
 SCHEDULERS = {
     "ddpm": MnistDDPMScheduler,
     "ddim": DDIMScheduler,
@@ -109,6 +110,12 @@ def parse_class_label(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
+def check_scheduler_name(scheduler: str | None) -> None:
+    """Refuse (`ValueError`) a scheduler name that is not a key of `SCHEDULERS` (None keeps the model's own)."""
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        raise ValueError(f"Unknown scheduler {scheduler!r}; expected one of {sorted(SCHEDULERS)}.")
+
+
 def open_pipeline(model: str | None = None, scheduler: str | None = None) -> MnistDiffusionPipeline:
     r"""
     Load a pipeline from a local folder or a Hub repo id (default: the released model shipped in the package),
@@ -122,10 +129,32 @@ def open_pipeline(model: str | None = None, scheduler: str | None = None) -> Mni
     >>> pipe = open_pipeline("path/to/pipeline", scheduler="dpm")  # doctest: +SKIP
     ```
     """
-    if scheduler is not None and scheduler not in SCHEDULERS:
-        raise ValueError(f"Unknown scheduler {scheduler!r}; expected one of {sorted(SCHEDULERS)}.")
+    check_scheduler_name(scheduler)
     check_model_argument(model)
     pipe = MnistDiffusionPipeline.from_pretrained(DIFFUSION_MODEL if model is None else model)
+    if scheduler is not None:
+        pipe.scheduler = SCHEDULERS[scheduler].from_config(pipe.scheduler.config)
+    return pipe
+
+
+def open_fast_pipeline(num_inference_steps: int, scheduler: str | None = None) -> MnistDiffusionPipeline:
+    r"""
+    The shipped few-step student for `num_inference_steps` steps: `FAST_DIFFUSION_MODEL` with the UNet distilled for
+    that step count ([`~mnist_diffusion.pretrained.fast_unet_subfolder`]), optionally with another scheduler.
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.commands.loading import open_fast_pipeline
+
+    >>> images = open_fast_pipeline(1)("a thin 3", class_labels=3, num_inference_steps=1, guidance_scale=1.45).images
+    ```
+    """
+    check_scheduler_name(scheduler)
+    unet = MnistUNet2DConditionModel.from_pretrained(
+        FAST_DIFFUSION_MODEL, subfolder=fast_unet_subfolder(num_inference_steps)
+    )
+    pipe = MnistDiffusionPipeline.from_pretrained(FAST_DIFFUSION_MODEL, unet=unet)
     if scheduler is not None:
         pipe.scheduler = SCHEDULERS[scheduler].from_config(pipe.scheduler.config)
     return pipe

@@ -13,7 +13,6 @@ from .batching import SamplingWorker
 from .handlers import (
     DRAW_MODES,
     MAX_DRAW_IMAGES,
-    MAX_FEW_STEPS,
     MAX_GUIDANCE,
     MAX_IMAGES,
     MAX_STEPS,
@@ -21,7 +20,7 @@ from .handlers import (
     STYLE_PRESETS,
     DemoHandlers,
 )
-from .models import DEFAULT_STEPS, FEW_STEP, SCHEDULER_NAMES, DemoModels
+from .models import DEFAULT_STEPS, FEW_STEP, MAX_FEW_STEPS, SCHEDULER_NAMES, DemoModels
 from .snippets import draw_snippet, forward_snippet, generate_snippet, watch_snippet
 
 #: Generation requests let into the app at once. They only wait on the sampling worker, which merges them into
@@ -104,7 +103,7 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
     ```
     """
     models = DemoModels(model) if models is None else models
-    worker = SamplingWorker(models.samplers, read_images=models.read_images)
+    worker = SamplingWorker(models.samplers, read_images=models.read_images, by_steps={FEW_STEP: models.few_step})
     handlers = DemoHandlers(models, worker, Path(tempfile.mkdtemp(prefix="mnist-diffusion-demo-")))
     first_class = handlers.class_choices[1] if len(handlers.class_choices) > 1 else NO_CLASS
     with gr.Blocks(title="mnist-diffusion demo") as demo:

@@ -77,16 +77,19 @@ class SamplingWorker:
             requests share a call's fixed costs, and the first users of a burst are not held up by the last.
         read_images (`Callable[[list[PIL.Image.Image]], torch.Tensor]`, *optional*): The classifier's class id for
             each image (e.g. [`DemoModels.read_images`]); each [`Generation`] then has its `labels`.
+        by_steps (`dict[str, dict[int, MnistDiffusionPipeline]]`, *optional*): For a scheduler name, the pipeline
+            of each step count, used instead of `pipes` (the few-step students, one per step count:
+            [`DemoModels.few_step`]).
 
     Example:
 
     ```py
     >>> from mnist_diffusion.demo.batching import GenerationRequest, SamplingWorker
-    >>> from mnist_diffusion.demo.models import DemoModels
+    >>> from mnist_diffusion.demo.models import FEW_STEP, DemoModels
 
     >>> models = DemoModels()
-    >>> worker = SamplingWorker(models.samplers, read_images=models.read_images)
-    >>> generation = worker.generate(GenerationRequest("a thick 7", 7, "Few-step (LCM)", 4, 1.4, seed=0, num_images=4))
+    >>> worker = SamplingWorker(models.samplers, read_images=models.read_images, by_steps={FEW_STEP: models.few_step})
+    >>> generation = worker.generate(GenerationRequest("a thick 7", 7, FEW_STEP, 4, 1.45, seed=0, num_images=4))
     >>> len(generation.images), generation.labels.tolist()
     (4, [7, 7, 7, 7])
     >>> worker.close()
@@ -98,8 +101,10 @@ class SamplingWorker:
         pipes: dict[str, MnistDiffusionPipeline],
         max_batch_images: int = 64,
         read_images: Callable[[list[PIL.Image.Image]], torch.Tensor] | None = None,
+        by_steps: dict[str, dict[int, MnistDiffusionPipeline]] | None = None,
     ):
         self.pipes = pipes
+        self.by_steps = by_steps or {}
         self.max_batch_images = max_batch_images
         self.read_images = read_images
         self._jobs: deque[_Job] = deque()
@@ -185,7 +190,8 @@ class SamplingWorker:
         prompts = [r.prompt for r in requests for _ in range(r.num_images)]
         labels = [r.class_label for r in requests for _ in range(r.num_images)]
         generators = [torch.Generator().manual_seed(r.seed + i) for r in requests for i in range(r.num_images)]
-        images = self.pipes[first.scheduler](
+        pipe = self.by_steps.get(first.scheduler, {}).get(first.num_inference_steps, self.pipes[first.scheduler])
+        images = pipe(
             prompt=None if first.prompt is None else prompts,
             class_labels=None if first.class_label is None else labels,
             num_inference_steps=first.num_inference_steps,

@@ -25,7 +25,7 @@ from ..schedulers import predict_original_sample
 from ..visualization import style_prompts, to_images
 from .batching import GenerationRequest, SamplingWorker
 from .drawing import INK_THRESHOLD, sketch_to_digit
-from .models import DEFAULT_STEPS, FEW_STEP, DemoModels
+from .models import DEFAULT_STEPS, FEW_STEP, MAX_FEW_STEPS, DemoModels
 from .snippets import draw_snippet, forward_snippet, generate_snippet, watch_snippet
 
 #: Limits that keep one user from stalling the others.
@@ -33,7 +33,6 @@ MAX_IMAGES = 64
 MAX_DRAW_IMAGES = 16
 MAX_STEPS = 100
 #: Most steps of the few-step sampler: distilled for 1 to 4 (its model card); 8 still sample well, more only cost.
-MAX_FEW_STEPS = 8
 MAX_GUIDANCE = 10.0
 MAX_SEED = 2**31 - 1
 #: The class choice meaning "no class".

@@ -5,22 +5,24 @@ from __future__ import annotations
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import LCMScheduler
+from diffusers import DDIMScheduler
 
 from ..commands.loading import SCHEDULERS, open_pipeline
 from ..evaluation import class_names_and_classifier
 from ..models.unet_mnist import MnistUNet2DConditionModel
 from ..pipelines import MnistDiffusionPipeline, MnistImg2ImgPipeline, MnistInpaintPipeline
-from ..pretrained import FAST_DIFFUSION_MODEL
+from ..pretrained import FAST_DIFFUSION_MODEL, FAST_UNET_SUBFOLDERS, fast_unet_subfolder
 from ..schedulers import MnistDDPMScheduler
 from .test_digits import load_test_digits
 
 #: The schedulers offered in the demo: display name -> key of `mnist_diffusion.commands.loading.SCHEDULERS`.
 SCHEDULER_NAMES = {"DPM-Solver++": "dpm", "DDIM": "ddim", "DDPM": "ddpm"}
 #: The Generate tab's sampler for the shipped few-step student (`mnist-diffusion generate --fast`).
-FEW_STEP = "Few-step (LCM)"
+FEW_STEP = "Few-step (distilled)"
 #: Default steps of each sampler: the few-step student's recommended 4 (model card), 20 for the release's schedulers.
 DEFAULT_STEPS = {FEW_STEP: 4} | dict.fromkeys(SCHEDULER_NAMES, 20)
+#: Most steps of the few-step sampler (its 4-step student samples 8 steps well; more is the release's job).
+MAX_FEW_STEPS = 8
 
 
 class DemoModels:
@@ -31,9 +33,10 @@ class DemoModels:
     inpainting views of it are built with `from_pipe`, which shares the UNet, text encoder and tokenizer (no weight
     is copied); each view gets its own scheduler instance (a scheduler keeps per-call state).
 
-    With the shipped release (`model=None`), its few-step student (`FAST_DIFFUSION_MODEL`, distilled from it) is the
-    sampler [`FEW_STEP`] of `samplers`: only the student's UNet and `LCMScheduler` are loaded, and `from_pipe` gives
-    it the release's text encoder and tokenizer, which the student shares (its own are the same files).
+    With the shipped release (`model=None`), its few-step students (`FAST_DIFFUSION_MODEL`, distilled from it) are the
+    sampler [`FEW_STEP`]: `few_step` holds, for each of 1 to `MAX_FEW_STEPS` steps, a view with the student's UNet
+    distilled for that step count and its `DDIMScheduler`; `from_pipe` gives them the release's text encoder and
+    tokenizer, which the students share (their own are the same files). `samplers[FEW_STEP]` is the 4-step view.
 
     Args:
         model (`str`, *optional*): A pipeline folder or Hub repo id; the released model shipped with the package by
@@ -47,8 +50,10 @@ class DemoModels:
     >>> models = DemoModels()
     >>> models.pipes["DDIM"].unet is models.img2img["DPM-Solver++"].unet is models.inpaint["DDPM"].unet
     True
-    >>> models.samplers["Few-step (LCM)"].text_encoder is models.pipe.text_encoder
+    >>> models.samplers["Few-step (distilled)"].text_encoder is models.pipe.text_encoder
     True
+    >>> models.few_step[1].unet is models.few_step[2].unet
+    False
     ```
     """
 
@@ -67,14 +72,21 @@ class DemoModels:
         for name, key in SCHEDULER_NAMES.items():
             for views, cls in kinds:
                 views[name] = cls.from_pipe(base, scheduler=SCHEDULERS[key].from_config(base.scheduler.config))
-        #: The Generate tab's samplers: the few-step student first when there is one, then `pipes`.
-        self.samplers: dict[str, MnistDiffusionPipeline] = {}
+        #: The few-step sampler's view for each step count it takes (empty for a model without students).
+        self.few_step: dict[int, MnistDiffusionPipeline] = {}
         if model is None:
-            self.samplers[FEW_STEP] = MnistDiffusionPipeline.from_pipe(
-                base,
-                unet=MnistUNet2DConditionModel.from_pretrained(FAST_DIFFUSION_MODEL, subfolder="unet"),
-                scheduler=LCMScheduler.from_pretrained(FAST_DIFFUSION_MODEL, subfolder="scheduler"),
-            )
+            unets = {
+                subfolder: MnistUNet2DConditionModel.from_pretrained(FAST_DIFFUSION_MODEL, subfolder=subfolder)
+                for subfolder in FAST_UNET_SUBFOLDERS.values()
+            }
+            for steps in range(1, MAX_FEW_STEPS + 1):
+                self.few_step[steps] = MnistDiffusionPipeline.from_pipe(
+                    base,
+                    unet=unets[fast_unet_subfolder(steps)],
+                    scheduler=DDIMScheduler.from_pretrained(FAST_DIFFUSION_MODEL, subfolder="scheduler"),
+                )
+        #: The Generate tab's samplers: the few-step student first when there is one, then `pipes`.
+        self.samplers: dict[str, MnistDiffusionPipeline] = {FEW_STEP: self.few_step[4]} if self.few_step else {}
         self.samplers |= self.pipes
         self.class_names, classifier = class_names_and_classifier(base, None)
         self.classifier = classifier.eval()

@@ -10,17 +10,25 @@ _SCHEDULER_CLASSES = {"dpm": "DPMSolverMultistepScheduler", "ddim": "DDIMSchedul
 
 
 def _load_lines(
-    scheduler: str, model: str | None, classes: tuple[str, ...] = (), imports: tuple[str, ...] = ()
+    scheduler: str,
+    model: str | None,
+    classes: tuple[str, ...] = (),
+    imports: tuple[str, ...] = (),
+    steps: int = 4,
 ) -> list[str]:
-    """Imports (`classes` of mnist_diffusion, other `imports`) and loading of the pipeline with `scheduler`."""
+    """Imports (`classes` of mnist_diffusion, other `imports`) and loading of the pipeline with `scheduler` (the
+    few-step sampler: the student distilled for `steps`)."""
     ours = {"MnistDiffusionPipeline", *classes}
     lines = ["import torch", *imports]
-    if scheduler == FEW_STEP:  # the shipped few-step student, with its own LCMScheduler
+    if scheduler == FEW_STEP:  # the shipped few-step students, one UNet per step count, with their DDIMScheduler
         return lines + [
-            f"from mnist_diffusion import {', '.join(sorted(ours))}",
-            "from mnist_diffusion.pretrained import FAST_DIFFUSION_MODEL  # the few-step student, shipped offline",
+            f"from mnist_diffusion import {', '.join(sorted(ours | {'MnistUNet2DConditionModel'}))}",
+            "from mnist_diffusion.pretrained import FAST_DIFFUSION_MODEL, fast_unet_subfolder  # shipped offline",
             "",
-            "pipe = MnistDiffusionPipeline.from_pretrained(FAST_DIFFUSION_MODEL)  # LCMScheduler, guidance embedded",
+            "# the student distilled for this many steps; guidance embedded (no unconditional pass)",
+            f"subfolder = fast_unet_subfolder({steps})",
+            "unet = MnistUNet2DConditionModel.from_pretrained(FAST_DIFFUSION_MODEL, subfolder=subfolder)",
+            "pipe = MnistDiffusionPipeline.from_pretrained(FAST_DIFFUSION_MODEL, unet=unet)",
         ]
     cls = _SCHEDULER_CLASSES[SCHEDULER_NAMES[scheduler]]
     if cls == "MnistDDPMScheduler":
@@ -96,7 +104,7 @@ def generate_snippet(
         ["--model", model] if model else []
     )
     return "\n".join(
-        _load_lines(scheduler, model)
+        _load_lines(scheduler, model, steps=steps)
         + [
             f"{call}.images",
             "",

@@ -7,8 +7,35 @@ PRETRAINED_DIR = Path(__file__).parent
 # The released digits pipeline: the default model of the CLI and of the README quickstart.
 DIFFUSION_MODEL = PRETRAINED_DIR / "mnist-diffusion"
 
-# Its few-step student (latent consistency distillation, `training/distill.py`): 1-4 steps, no unconditional pass.
+# Its few-step students (progressive distillation, `training/distill.py --method progressive`): one UNet pass per
+# step, the guidance scale embedded (no unconditional pass), DDIM's trailing timesteps. The pipeline's `unet` is the
+# 4-step student (it samples 8 steps well too); the 1- and 2-step students are the UNets in `FAST_UNET_SUBFOLDERS`.
 FAST_DIFFUSION_MODEL = PRETRAINED_DIR / "mnist-diffusion-fast"
+
+#: The subfolder of `FAST_DIFFUSION_MODEL` holding the UNet distilled for each step count.
+FAST_UNET_SUBFOLDERS = {1: "unet_1step", 2: "unet_2step", 4: "unet"}
+
+
+def fast_unet_subfolder(num_inference_steps: int) -> str:
+    r"""
+    The subfolder of `FAST_DIFFUSION_MODEL` whose UNet to sample `num_inference_steps` steps with: the student
+    distilled for the most steps not above it (1 -> "unet_1step", 2 or 3 -> "unet_2step", 4 or more -> "unet").
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion import MnistDiffusionPipeline, MnistUNet2DConditionModel
+    >>> from mnist_diffusion.pretrained import FAST_DIFFUSION_MODEL, fast_unet_subfolder
+
+    >>> unet = MnistUNet2DConditionModel.from_pretrained(FAST_DIFFUSION_MODEL, subfolder=fast_unet_subfolder(1))
+    >>> pipe = MnistDiffusionPipeline.from_pretrained(FAST_DIFFUSION_MODEL, unet=unet)
+    >>> image = pipe("a thick 7", class_labels=7, num_inference_steps=1, guidance_scale=1.45).images[0]
+    ```
+    """
+    if num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps is {num_inference_steps}; expected a positive integer.")
+    return FAST_UNET_SUBFOLDERS[max(steps for steps in FAST_UNET_SUBFOLDERS if steps <= num_inference_steps)]
+
 
 # Scores MNIST samples: conditional accuracy and classifier FID (`training/train_classifier.py`).
 MNIST_CLASSIFIER = PRETRAINED_DIR / "mnist-classifier"

@@ -93,6 +93,83 @@ def predict_original_sample_and_noise(
     return original.to(sample.dtype), noise.to(sample.dtype)
 
 
+def _signal_and_noise_scales(scheduler: SchedulerMixin, timestep: torch.Tensor, like: torch.Tensor):
+    """`sqrt(alpha_bar)` and `sqrt(1 - alpha_bar)` at each timestep, broadcastable to `like`; timestep -1 is clean."""
+    alphas_cumprod = scheduler.alphas_cumprod.to(device=like.device, dtype=torch.float32)
+    timestep = torch.as_tensor(timestep, device=like.device).long().reshape(-1)
+    alpha_prod = torch.where(timestep >= 0, alphas_cumprod[timestep.clamp(min=0)], torch.ones_like(timestep).float())
+    alpha_prod = alpha_prod.reshape(-1, *([1] * (like.ndim - 1)))
+    return alpha_prod.sqrt(), (1 - alpha_prod).clamp(min=0).sqrt()
+
+
+def ddim_jump(
+    scheduler: SchedulerMixin,
+    sample: torch.Tensor,
+    model_output: torch.Tensor,
+    timestep: int | torch.Tensor,
+    next_timestep: int | torch.Tensor,
+) -> torch.Tensor:
+    r"""
+    One deterministic DDIM step (eta 0) from `timestep` to any lower `next_timestep` (-1: the clean image), one or
+    one per sample: `x_s = sqrt(a_s) x_0 + sqrt(1 - a_s) noise`, with x_0 and the noise implied by `model_output`.
+
+    `DDIMScheduler.step` takes the same step between the timesteps of its grid; this form takes per-sample timesteps,
+    which progressive distillation (`training/distill.py --method progressive`) needs for its two teacher steps.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from mnist_diffusion.schedulers import MnistDDPMScheduler, ddim_jump
+
+    >>> scheduler = MnistDDPMScheduler(prediction_type="v_prediction")
+    >>> x0, noise, t = torch.zeros(1, 1, 28, 28), torch.randn(1, 1, 28, 28), torch.tensor([500])
+    >>> xt = scheduler.add_noise(x0, noise, t)
+    >>> v = scheduler.training_target(x0, noise, t)  # a perfect model's output
+    >>> torch.allclose(ddim_jump(scheduler, xt, v, t, torch.tensor([-1])), x0, atol=1e-4)
+    True
+    ```
+    """
+    original, noise = predict_original_sample_and_noise(scheduler, sample, model_output, timestep)
+    signal_scale, noise_scale = _signal_and_noise_scales(scheduler, next_timestep, sample)
+    return (signal_scale * original.float() + noise_scale * noise.float()).to(sample.dtype)
+
+
+def ddim_jump_original(
+    scheduler: SchedulerMixin,
+    sample: torch.Tensor,
+    timestep: int | torch.Tensor,
+    next_sample: torch.Tensor,
+    next_timestep: int | torch.Tensor,
+) -> torch.Tensor:
+    r"""
+    The x_0 for which [`ddim_jump`] from `sample` at `timestep` lands exactly on `next_sample` at `next_timestep`.
+
+    Solves `x_s = a_s x_0 + (s_s / s_t) (x_t - a_t x_0)` for x_0 (`a` = sqrt(alpha_bar), `s` = sqrt(1 - alpha_bar)):
+    the target of progressive distillation (Salimans and Ho 2022), where `next_sample` is two of the teacher's steps
+    and the student must cover them in one.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from mnist_diffusion.schedulers import MnistDDPMScheduler, ddim_jump_original
+
+    >>> scheduler = MnistDDPMScheduler()
+    >>> x0, noise = torch.rand(1, 1, 28, 28), torch.randn(1, 1, 28, 28)
+    >>> t, s = torch.tensor([700]), torch.tensor([300])
+    >>> xt, xs = scheduler.add_noise(x0, noise, t), scheduler.add_noise(x0, noise, s)  # one DDIM path
+    >>> torch.allclose(ddim_jump_original(scheduler, xt, t, xs, s), x0, atol=1e-4)
+    True
+    ```
+    """
+    signal_t, noise_t = _signal_and_noise_scales(scheduler, timestep, sample)
+    signal_s, noise_s = _signal_and_noise_scales(scheduler, next_timestep, sample)
+    ratio = noise_s / noise_t
+    original = (next_sample.float() - ratio * sample.float()) / (signal_s - ratio * signal_t)
+    return original.to(sample.dtype)
+
+
 def renoise(
     scheduler: SchedulerMixin,
     sample: torch.Tensor,
