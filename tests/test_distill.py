@@ -272,7 +272,7 @@ def test_the_shipped_fast_model_has_a_guidance_embedded_student_per_step_count()
     assert isinstance(fast.scheduler, DDIMScheduler) and fast.guidance_embedded
     assert fast.scheduler.config.timestep_spacing == "trailing" and fast.scheduler.config.set_alpha_to_one
     assert fast.text_encoder is not None and fast.num_classes == 10
-    assert [fast_unet_subfolder(steps) for steps in range(1, 9)] == ["unet_1step"] + ["unet_2step"] * 2 + ["unet"] * 5
+    assert [fast_unet_subfolder(steps) for steps in range(1, 9)] == ["unet_1step", "unet_2step"] + ["unet"] * 6
     for subfolder in FAST_UNET_SUBFOLDERS.values():
         unet = MnistUNet2DConditionModel.from_pretrained(FAST_DIFFUSION_MODEL, subfolder=subfolder)
         assert unet.config.time_cond_proj_dim == fast.unet.config.time_cond_proj_dim

@@ -19,7 +19,8 @@ FAST_UNET_SUBFOLDERS = {1: "unet_1step", 2: "unet_2step", 4: "unet"}
 def fast_unet_subfolder(num_inference_steps: int) -> str:
     r"""
     The subfolder of `FAST_DIFFUSION_MODEL` whose UNet to sample `num_inference_steps` steps with: the student
-    distilled for the most steps not above it (1 -> "unet_1step", 2 or 3 -> "unet_2step", 4 or more -> "unet").
+    distilled for that step count (1 -> "unet_1step", 2 -> "unet_2step"), else the 4-step student ("unet"), which
+    samples 3 and 5-8 steps better than the others (model card).
 
     Example:
 
@@ -34,7 +35,7 @@ def fast_unet_subfolder(num_inference_steps: int) -> str:
     """
     if num_inference_steps < 1:
         raise ValueError(f"num_inference_steps is {num_inference_steps}; expected a positive integer.")
-    return FAST_UNET_SUBFOLDERS[max(steps for steps in FAST_UNET_SUBFOLDERS if steps <= num_inference_steps)]
+    return FAST_UNET_SUBFOLDERS.get(num_inference_steps, FAST_UNET_SUBFOLDERS[4])
 
 
 # Scores MNIST samples: conditional accuracy and classifier FID (`training/train_classifier.py`).
