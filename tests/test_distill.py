@@ -212,6 +212,20 @@ def test_bad_arguments_are_refused(distill_module, teacher, parquet_dataset, tmp
         distill_module.parse_args(distill_args(teacher, parquet_dataset, tmp_path / "out", *extra))
 
 
+def test_each_method_has_its_defaults_and_explicit_flags_win(distill_module, teacher, parquet_dataset, tmp_path):
+    def parsed(*extra):
+        return distill_module.parse_args(distill_args(teacher, parquet_dataset, tmp_path / "out", *extra))
+
+    lcm, progressive = parsed(), parsed("--method", "progressive")
+    assert (lcm.learning_rate, lcm.lr_scheduler, lcm.target_ema_decay, lcm.guidance_scale_max) == (
+        1e-4, "constant_with_warmup", 0.95, 2.5,
+    )  # fmt: skip
+    assert (progressive.learning_rate, progressive.lr_scheduler) == (2e-4, "cosine")
+    assert (progressive.target_ema_decay, progressive.guidance_scale_max) == (0.99, 2.0)
+    mine = parsed("--method", "progressive", "--learning_rate", "5e-5", "--guidance_scale_max", "3")
+    assert (mine.learning_rate, mine.guidance_scale_max, mine.lr_scheduler) == (5e-5, 3.0, "cosine")
+
+
 def test_the_script_prints_one_line_and_exits_2_on_a_bad_value(teacher, parquet_dataset, tmp_path):
     script = Path(__file__).resolve().parents[1] / "training" / "distill.py"
     args = distill_args(teacher, parquet_dataset, tmp_path / "out", "--num_ddim_timesteps", "0")

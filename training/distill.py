@@ -57,6 +57,22 @@ LOSS_TYPES = ("huber", "l2")
 #: "lcm": latent consistency distillation (1-8 steps from one run); "progressive": one round of progressive
 #: distillation (the student takes one DDIM step for two of the teacher's; guidance is distilled in the first round).
 METHODS = ("lcm", "progressive")
+#: Each method's defaults for the flags left out (None in the parser); a progressive round's are those the shipped
+#: students' rounds ran with (model_card.md).
+METHOD_DEFAULTS = {
+    "lcm": {
+        "learning_rate": 1e-4,
+        "lr_scheduler": "constant_with_warmup",
+        "target_ema_decay": 0.95,
+        "guidance_scale_max": 2.5,
+    },
+    "progressive": {
+        "learning_rate": 2e-4,
+        "lr_scheduler": "cosine",
+        "target_ema_decay": 0.99,
+        "guidance_scale_max": 2.0,
+    },
+}
 
 
 def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
@@ -121,9 +137,16 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="--method lcm: the teacher's DDIM solver grid; each target is one DDIM step of 1000 / N timesteps.",
     )
     distil.add_argument("--guidance_scale_min", type=float, default=1.0, help="Guidance scales sampled per image.")
-    distil.add_argument("--guidance_scale_max", type=float, default=2.5)
+    distil.add_argument(
+        "--guidance_scale_max", type=float, default=None, help="Default: 2.5 (lcm), 2.0 (progressive)."
+    )
     distil.add_argument("--time_cond_proj_dim", type=int, default=32, help="Width of the guidance-scale embedding.")
-    distil.add_argument("--target_ema_decay", type=float, default=0.95, help="EMA of the target network (saved).")
+    distil.add_argument(
+        "--target_ema_decay",
+        type=float,
+        default=None,
+        help="EMA of the student, the saved network (LCM's target). Default: 0.95 (lcm), 0.99 (progressive).",
+    )
     distil.add_argument("--loss_type", default="huber", help=f"One of {list(LOSS_TYPES)}.")
     distil.add_argument("--huber_c", type=float, default=0.001)
 
@@ -133,14 +156,19 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         output_dir="mnist-diffusion-fast",
         max_train_steps=2000,
         train_batch_size=64,
-        learning_rate=1e-4,
-        lr_scheduler="constant_with_warmup",
+        learning_rate=None,  # METHOD_DEFAULTS
+        lr_scheduler=None,
         optimizer="adamw",
         adam_weight_decay=0.0,
         validation_inference_steps=4,
         validation_guidance_scale=1.4,
     )
     args = parser.parse_args(input_args)
+    if args.method not in METHODS:
+        raise ValueError(f"--method is {args.method!r}; expected one of {list(METHODS)}.")
+    for name, value in METHOD_DEFAULTS[args.method].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     validate_args(args)
     return args
 
@@ -151,7 +179,6 @@ def validate_args(args: argparse.Namespace) -> None:
     choices = (
         ("--caption_mode", args.caption_mode, ("none",) + CAPTION_MODES),
         ("--loss_type", args.loss_type, LOSS_TYPES),
-        ("--method", args.method, METHODS),
         ("--mixed_precision", args.mixed_precision, (None,) + MIXED_PRECISIONS),
     )
     for flag, value, allowed in choices:
