@@ -114,6 +114,21 @@ def _commit_folder(
     )
 
 
+def _copy_companion_models(source_dir: Path, folder: Path) -> None:
+    """Copy the model folders of `source_dir` that are not pipeline components (a `config.json` and safetensors
+    weights, e.g. `unet_1step`) into the staged `folder`, so a push keeps them beside the pipeline."""
+    if not (source_dir / "model_index.json").is_file():
+        return
+    components = set(json.loads((source_dir / "model_index.json").read_text(encoding="utf-8")))
+    for child in sorted(source_dir.iterdir()):
+        weights = sorted(child.glob("*.safetensors")) if child.is_dir() else []
+        if child.name in components or not weights or not (child / "config.json").is_file():
+            continue
+        (folder / child.name).mkdir(parents=True, exist_ok=True)
+        for path in [child / "config.json", *weights]:
+            shutil.copy2(path, folder / child.name / path.name)
+
+
 def _prepare_repo(api: HfApi, repo_id: str, private: bool | None, revision: str | None) -> str:
     """Create the repo (and the branch `revision`) if needed; returns the full repo id."""
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
@@ -168,7 +183,8 @@ def push_pipeline_to_hub(
 
     Args:
         pipeline ([`MnistDiffusionPipeline`], `str` or `os.PathLike`): The pipeline, or a folder it was saved to
-            (its `training_args.json` and `eval_results.json` are then picked up).
+            (its `training_args.json` and `eval_results.json` are then picked up, and so are extra model folders
+            beside its components, such as the UNet of each step count in `mnist-diffusion-fast`).
         repo_id (`str`): `"user/name"`; created if needed.
         token (`str`, *optional*): Defaults to `HF_TOKEN` or the token saved by `hf auth login`; `ValueError`
             before any work when there is none.
@@ -228,6 +244,8 @@ def push_pipeline_to_hub(
         staging = scratch / "repo"
         folder = staging / subfolder
         pipeline.save_pretrained(folder, safe_serialization=safe_serialization)
+        if source_dir and os.path.isdir(source_dir):
+            _copy_companion_models(Path(source_dir), folder)
         if variant is not None:
             _save_variant(pipeline, folder, variant, safe_serialization, scratch)
         export_community_code(folder)

@@ -200,6 +200,24 @@ def test_repush_adds_one_commit_and_keeps_other_files(hub):
     assert {".gitattributes", "model_index.json", "README.md"} <= set(files)
 
 
+def test_pushing_a_saved_folder_takes_its_extra_model_folders_along(hub, tmp_path):
+    # as mnist-diffusion-fast keeps a UNet per step count beside the pipeline's own
+    pipe = make_tiny_pipeline(text=False)
+    pipe.save_pretrained(tmp_path / "fast")
+    torch.manual_seed(1)
+    other = MnistUNet2DConditionModel.from_config(pipe.unet.config)
+    other.save_pretrained(tmp_path / "fast" / "unet_1step")
+    (tmp_path / "fast" / "checkpoint-5").mkdir()
+    (tmp_path / "fast" / "checkpoint-5" / "model.safetensors").write_bytes(b"not a model folder")
+    push_pipeline_to_hub(tmp_path / "fast", "user/fast", samples=False)
+    files = repo_files(hub, "user/fast")
+    assert {"unet_1step/config.json", "unet_1step/diffusion_pytorch_model.safetensors"} <= set(files)
+    assert not any(name.startswith("checkpoint-5") for name in files)
+    loaded = MnistUNet2DConditionModel.from_pretrained("user/fast", subfolder="unet_1step")
+    for name, tensor in other.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor)
+
+
 def test_model_card_metadata_round_trip(hub, tmp_path):
     pipe = make_tiny_pipeline()
     pipe.save_pretrained(tmp_path)
