@@ -23,7 +23,6 @@ from mnist_diffusion.schedulers import (
     ddim_jump,
     ddim_jump_original,
     predict_original_sample,
-    predict_original_sample_and_noise,
 )
 
 # The training scripts are not a package: train.py's bookkeeping (checkpoints, validation grids, arguments) is
@@ -512,8 +511,7 @@ def distillation_loss(
     prediction = consistency_prediction(scheduler, noisy, prediction, timesteps)
     with torch.no_grad():
         guided_output = guided_prediction(teacher_unet, noisy, timesteps, guided, scales)
-        original, predicted_noise = predict_original_sample_and_noise(noise_scheduler, noisy, guided_output, timesteps)
-        solver_sample = noise_scheduler.add_noise(original, predicted_noise, previous)
+        solver_sample = ddim_jump(noise_scheduler, noisy, guided_output, timesteps, previous)
         target_output = target(solver_sample, previous, timestep_cond=embedding, **conditioning).sample
         target_prediction = consistency_prediction(scheduler, solver_sample, target_output, previous)
     if args.loss_type == "huber":

@@ -75,6 +75,7 @@ class DemoModels:
         #: The few-step sampler's view for each step count it takes (empty for a model without students).
         self.few_step: dict[int, MnistDiffusionPipeline] = {}
         if model is None:
+            scheduler_config = DDIMScheduler.load_config(FAST_DIFFUSION_MODEL, subfolder="scheduler")
             unets = {
                 subfolder: MnistUNet2DConditionModel.from_pretrained(FAST_DIFFUSION_MODEL, subfolder=subfolder)
                 for subfolder in FAST_UNET_SUBFOLDERS.values()
@@ -83,7 +84,7 @@ class DemoModels:
                 self.few_step[steps] = MnistDiffusionPipeline.from_pipe(
                     base,
                     unet=unets[fast_unet_subfolder(steps)],
-                    scheduler=DDIMScheduler.from_pretrained(FAST_DIFFUSION_MODEL, subfolder="scheduler"),
+                    scheduler=DDIMScheduler.from_config(scheduler_config),  # an instance per view
                 )
         #: The Generate tab's samplers: the few-step student first when there is one, then `pipes`.
         self.samplers: dict[str, MnistDiffusionPipeline] = {FEW_STEP: self.few_step[4]} if self.few_step else {}

@@ -56,9 +56,8 @@ def predict_original_sample_and_noise(
     r"""
     The clean image x_0 and the noise implied by a model output at `timestep` (one or one per sample).
 
-    `scheduler.add_noise(x_0, noise, s)` then takes a deterministic DDIM step to any timestep `s`, which is how
-    few-step distillation (`training/distill.py`) runs the teacher's ODE solver. Same schedulers and prediction types
-    as [`predict_original_sample`].
+    `scheduler.add_noise(x_0, noise, s)` then takes a deterministic DDIM step to any timestep `s` ([`ddim_jump`]
+    does both, and goes to the clean image too). Same schedulers and prediction types as [`predict_original_sample`].
 
     Example:
 
