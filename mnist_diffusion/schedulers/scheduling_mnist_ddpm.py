@@ -74,17 +74,16 @@ def predict_original_sample_and_noise(
     True
     ```
     """
-    alpha_prod = scheduler.alphas_cumprod.to(device=sample.device, dtype=torch.float32)[torch.as_tensor(timestep)]
-    alpha_prod = alpha_prod.reshape(-1, *([1] * (sample.ndim - 1)))
+    signal_scale, noise_scale = _signal_and_noise_scales(scheduler, timestep, sample)
     sample32, output32 = sample.float(), model_output.float()
     prediction_type = scheduler.config.prediction_type
     if prediction_type == "epsilon":
-        original, noise = (sample32 - (1 - alpha_prod).sqrt() * output32) / alpha_prod.sqrt(), output32
+        original, noise = (sample32 - noise_scale * output32) / signal_scale, output32
     elif prediction_type == "v_prediction":
-        original = alpha_prod.sqrt() * sample32 - (1 - alpha_prod).sqrt() * output32
-        noise = alpha_prod.sqrt() * output32 + (1 - alpha_prod).sqrt() * sample32
+        original = signal_scale * sample32 - noise_scale * output32
+        noise = signal_scale * output32 + noise_scale * sample32
     elif prediction_type == "sample":
-        original, noise = output32, (sample32 - alpha_prod.sqrt() * output32) / (1 - alpha_prod).sqrt()
+        original, noise = output32, (sample32 - signal_scale * output32) / noise_scale
     else:
         raise ValueError(
             f"prediction_type {prediction_type!r} is not supported; expected 'epsilon', 'v_prediction' or 'sample'."
