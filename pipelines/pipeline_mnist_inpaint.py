@@ -21,6 +21,8 @@ logger = logging.get_logger(__name__)
 
 # Schedulers whose `step` keeps no history, so the loop can go back up the schedule (RePaint's resampling).
 RESAMPLING_SCHEDULERS = (DDPMScheduler, DDIMScheduler)  # MnistDDPMScheduler is a DDPMScheduler
+#: Most times one stretch of the schedule may be denoised (`jump_n_sample`); RePaint's paper uses 10.
+MAX_JUMP_N_SAMPLE = 20
 
 
 def repaint_schedule(num_steps: int, jump_length: int, jump_n_sample: int) -> list[int]:
@@ -83,6 +85,11 @@ class MnistInpaintPipeline(MnistImg2ImgPipeline):
         for name, value in (("jump_length", jump_length), ("jump_n_sample", jump_n_sample)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` is {value!r}; expected an int >= 1.")
+        if jump_n_sample > MAX_JUMP_N_SAMPLE:
+            raise ValueError(
+                f"`jump_n_sample` is {jump_n_sample}; expected at most {MAX_JUMP_N_SAMPLE} (the model runs about "
+                "`jump_n_sample` times per step)."
+            )
         if jump_n_sample > 1 and not isinstance(self.scheduler, RESAMPLING_SCHEDULERS):
             raise ValueError(
                 f"Resampling (`jump_n_sample={jump_n_sample}`) needs a scheduler without step history "

@@ -4,6 +4,7 @@ import numpy as np
 import PIL.Image
 import pytest
 from conftest import make_tiny_pipeline
+from test_image_input import png_header
 
 from mnist_diffusion.cli import main
 
@@ -73,3 +74,24 @@ def test_errors_name_the_argument_and_nothing_is_overwritten(files, capsys):
     assert not any((files / name).exists() for name in ("a.png", "b.png", "c.txt", "d.png", "e.png", "f.png"))
     argv = ["img2img", str(files / "drawing.png"), "a 7", "-o", str(existing), "--overwrite"]
     assert main(argv + model) == 0 and existing.read_bytes() != before
+
+
+def test_huge_images_and_work_are_refused_before_any_compute(files, capsys):
+    bomb = png_header(files / "bomb.png", 20000, 20000)
+    model = ["--model", str(files / "nonexistent-model")]  # each case is refused before the model is opened
+    drawing, mask = str(files / "drawing.png"), str(files / "mask.png")
+    cases = [
+        (["img2img", str(bomb), "a 7"], f"image '{bomb}' is too large to decode"),
+        (["inpaint", drawing, str(bomb)], f"mask '{bomb}' is too large to decode"),
+        (["img2img", drawing, "a 7", "-n", "1000000"], "-n/--num-images is 1000000; expected 1 to 1000"),
+        (["inpaint", drawing, mask, "-n", "1001"], "-n/--num-images is 1001; expected 1 to 1000"),
+        (["inpaint", drawing, mask, "--jump-n-sample", "1000000", "--jump-length", "1"], "expected 1 to 20"),
+        (["img2img", drawing, "a 7", "--seed", str(2**70)], f"--seed is {2**70}; expected an integer in 0.."),
+        (["inpaint", drawing, mask, "--seed", "-1"], "--seed is -1"),
+        (["img2img", drawing, "a 7", "-o", "/proc/x.png"], "-o/--output '/proc/x.png': cannot write in '/proc'"),
+    ]
+    for argv, message in cases:
+        assert main(argv + model + ["-o", str(files / "out.png")] * ("-o" not in argv)) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert not (files / "out.png").exists()

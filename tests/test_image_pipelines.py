@@ -255,6 +255,7 @@ def test_undecodable_image_file_is_refused(img2img, tmp_path):
         ({"mask_image": None}, "`mask_image` is required"),
         ({"jump_length": 0}, "`jump_length` is 0"),
         ({"jump_n_sample": 1.5}, "`jump_n_sample` is 1.5"),
+        ({"jump_n_sample": 1_000_000, "jump_length": 1}, "`jump_n_sample` is 1000000; expected at most 20"),
         ({"mask_image": [top_half_mask()] * 2}, "Got 2 masks for 1 images"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 from pathlib import Path
 
 import PIL.Image
@@ -14,12 +15,30 @@ from ..image_input import load_image_file
 from ..pipelines import MnistImg2ImgPipeline
 from .loading import SCHEDULERS, check_image_output, finite_float, open_pipeline, parse_class_label
 
+#: Most results of one `img2img` or `inpaint` run (they are computed as one batch).
+MAX_IMAGES = 1000
+#: Largest `--seed`: torch generators take unsigned 64-bit seeds.
+MAX_SEED = 2**64 - 1
+
 
 def checked_output(path: str, overwrite: bool) -> Path:
-    """The `-o` path, checked before any compute; an existing file is refused unless `--overwrite` is given."""
+    """
+    The `-o` path, checked before any compute (a file is created and removed in its folder to prove it writable);
+    an existing file is refused unless `--overwrite` is given.
+    """
     output = check_image_output("-o/--output", path)
     if output.exists() and not overwrite:
         raise ValueError(f"-o/--output {path!r} exists; pass --overwrite to replace it.")
+    folder = output.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"-o/--output {path!r}: cannot write in {str(folder)!r} ({error.strerror}); expected a writable location."
+        ) from None
     return output
 
 
@@ -35,8 +54,13 @@ def save_images(images: list[PIL.Image.Image], output: Path) -> Path:
 
 def image_call_kwargs(args: argparse.Namespace) -> dict:
     """The pipeline arguments the image commands share, from their flags."""
-    if args.num_images < 1:
-        raise ValueError(f"-n/--num-images is {args.num_images}; expected at least 1.")
+    if not 1 <= args.num_images <= MAX_IMAGES:
+        raise ValueError(
+            f"-n/--num-images is {args.num_images}; expected 1 to {MAX_IMAGES} (computed as one batch; run again with "
+            "another --seed for more)."
+        )
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed is {args.seed}; expected an integer in 0..{MAX_SEED}.")
     return {
         "prompt": args.prompt,
         "class_labels": parse_class_label(args.class_label),
@@ -63,7 +87,9 @@ def add_image_arguments(parser: argparse.ArgumentParser, default_output: str) ->
         "--model", help="A saved pipeline: local folder or Hub repo id (default: the released model, shipped offline)."
     )
     parser.add_argument("--class-label", help='A class id or name ("7", "Sneaker").')
-    parser.add_argument("-n", "--num-images", type=int, default=1, help="Results, saved as a grid (default 1).")
+    parser.add_argument(
+        "-n", "--num-images", type=int, default=1, help=f"Results, saved as a grid, at most {MAX_IMAGES} (default 1)."
+    )
     parser.add_argument("--steps", type=int, default=50, help="Denoising steps (default 50).")
     parser.add_argument(
         "--guidance-scale", type=finite_float, default=3.0, help="Classifier-free guidance (default 3.0)."

@@ -13,6 +13,10 @@ from .loading import open_pipeline
 
 def inpaint(args: argparse.Namespace) -> Path:
     """Complete `args.image` where `args.mask` is white and save the result(s)."""
+    from ..pipelines.pipeline_mnist_inpaint import MAX_JUMP_N_SAMPLE
+
+    if not 1 <= args.jump_n_sample <= MAX_JUMP_N_SAMPLE:
+        raise ValueError(f"--jump-n-sample is {args.jump_n_sample}; expected 1 to {MAX_JUMP_N_SAMPLE}.")
     output = checked_output(args.output, args.overwrite)
     image = load_image_file(args.image, "image")
     mask = load_image_file(args.mask, "mask")
