@@ -130,7 +130,7 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
     [`UNet2DConditionOutput`], so pipelines can use either. Compared with a stock `UNet2DConditionModel` of similar
     size it keeps attention to the small levels, uses one residual block per level on the way down and fuses keys and
     values, and it can fold 2x2 pixel patches into channels (`patch_size=2`, the released model's layout: a 28x28 digit
-    is then processed at 14x14 and 7x7), which makes it several times faster on a CPU.
+    is then processed at 14x14 and 7x7); docs/benchmarks.md compares their speed on a CPU (`bench/unet_speed.py`).
 
     Conditioning, each part optional and combinable:
     - text: cross-attention over `encoder_hidden_states` (e.g. a CLIP text model's last hidden state), with the
@@ -155,16 +155,14 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
         dropout (`float`, defaults to 0.0): Dropout inside the residual blocks.
         patch_size (`int`, defaults to 1): Side of the square patches folded into channels before the first
             convolution (space-to-depth, `pixel_unshuffle`) and unfolded after the last one (`pixel_shuffle`). With
-            2 the first level runs at half the image's resolution, about half the operations of a full-resolution
-            level; 1 (the default, as in configs saved before this option existed) keeps the full resolution.
+            2 the first level runs at half the image's resolution; 1 (the default) keeps the full resolution.
         upsample_type (`str`, defaults to `"interpolate"`): How the way up doubles the resolution: `"interpolate"`
-            (nearest-neighbour, then a 3x3 convolution at the same width, as diffusers' `Upsample2D`; the default,
-            as in configs saved before this option existed) or `"conv_transpose"` (a 2x2 stride-2 transposed
-            convolution straight to the next level's width, which also narrows the following block's input: about a
-            sixth fewer operations for the `(32, 64)`, `patch_size=2` layout).
+            (nearest-neighbour, then a 3x3 convolution at the same width, as diffusers' `Upsample2D`) or
+            `"conv_transpose"` (a 2x2 stride-2 transposed convolution straight to the next level's width, which also
+            narrows the following block's input).
         time_cond_proj_dim (`int`, *optional*): Width of an extra conditioning vector `timestep_cond` projected into
             the timestep embedding, as in `UNet2DConditionModel`; few-step (LCM) students use it for the guidance
-            scale. `None` (the default, as in configs saved before this option existed) adds no parameters.
+            scale. `None` (the default) adds no parameters.
 
     Example:
 
