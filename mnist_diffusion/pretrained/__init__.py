@@ -14,6 +14,8 @@ FAST_DIFFUSION_MODEL = PRETRAINED_DIR / "mnist-diffusion-fast"
 
 #: The subfolder of `FAST_DIFFUSION_MODEL` holding the UNet distilled for each step count.
 FAST_UNET_SUBFOLDERS = {1: "unet_1step", 2: "unet_2step", 4: "unet"}
+#: The few-step students' default steps and guidance scale: `generate --fast` and the demo's few-step sampler.
+FAST_STEPS, FAST_GUIDANCE_SCALE = 4, 1.45
 
 
 def fast_unet_subfolder(num_inference_steps: int) -> str:
@@ -26,11 +28,11 @@ def fast_unet_subfolder(num_inference_steps: int) -> str:
 
     ```py
     >>> from mnist_diffusion import MnistDiffusionPipeline, MnistUNet2DConditionModel
-    >>> from mnist_diffusion.pretrained import FAST_DIFFUSION_MODEL, fast_unet_subfolder
+    >>> from mnist_diffusion.pretrained import FAST_DIFFUSION_MODEL, FAST_GUIDANCE_SCALE, fast_unet_subfolder
 
     >>> unet = MnistUNet2DConditionModel.from_pretrained(FAST_DIFFUSION_MODEL, subfolder=fast_unet_subfolder(1))
     >>> pipe = MnistDiffusionPipeline.from_pretrained(FAST_DIFFUSION_MODEL, unet=unet)
-    >>> image = pipe("a thick 7", class_labels=7, num_inference_steps=1, guidance_scale=1.45).images[0]
+    >>> image = pipe("a thick 7", class_labels=7, num_inference_steps=1, guidance_scale=FAST_GUIDANCE_SCALE).images[0]
     ```
     """
     if num_inference_steps < 1:
