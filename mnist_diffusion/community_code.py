@@ -18,6 +18,7 @@ COMMUNITY_MODULES: dict[str, str] = {
     "pipeline_mnist_diffusion": "mnist_diffusion.pipelines.pipeline_mnist_diffusion",
     "unet_mnist": "mnist_diffusion.models.unet_mnist",
     "scheduling_mnist_ddpm": "mnist_diffusion.schedulers.scheduling_mnist_ddpm",
+    "lora": "mnist_diffusion.pipelines.lora",
 }
 
 #: Methods that only make sense with this package installed (they call `mnist_diffusion.hub`); left out of uploads,
@@ -63,7 +64,7 @@ def community_source(module_name: str) -> tuple[str, list[str]]:
     ```py
     >>> source, dependencies = community_source("pipeline_mnist_diffusion")
     >>> dependencies
-    ['scheduling_mnist_ddpm']
+    ['lora', 'scheduling_mnist_ddpm']
     ```
     """
     if module_name not in COMMUNITY_MODULES:

@@ -18,6 +18,7 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineO
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
+from mnist_diffusion.pipelines.lora import MnistLoraLoaderMixin
 
 from mnist_diffusion.schedulers.scheduling_mnist_ddpm import predict_original_sample
 
@@ -69,7 +70,7 @@ class MnistDiffusionPipelineOutput(ImagePipelineOutput):
     trajectory: DenoisingTrajectory | None = None
 
 
-class MnistDiffusionPipeline(DiffusionPipeline):
+class MnistDiffusionPipeline(DiffusionPipeline, MnistLoraLoaderMixin):
     r"""
     Pipeline for text- and/or class-conditioned generation of small images (MNIST digits, Fashion-MNIST).
 
@@ -685,6 +686,7 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         return_trajectory: bool = False,
         before_step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         after_step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, DenoisingTrajectory | None]:
         r"""
         The denoising loop shared by the text-to-image, image-to-image and inpainting pipelines.
@@ -693,7 +695,7 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         guidance interval while `self.do_classifier_free_guidance`), then the scheduler's `step`, then
         `callback_on_step_end`; `self.interrupt` skips the remaining steps. `before_step(i, t, latents)` and
         `after_step(i, t, latents)` may replace the latents around each step (inpainting re-noises for resampling
-        before a step and puts back the known pixels after it).
+        before a step and puts back the known pixels after it). `cross_attention_kwargs` go to the UNet as they are.
 
         Returns:
             The final latents and, with `return_trajectory`, the [`DenoisingTrajectory`].
@@ -708,6 +710,7 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         conditional_only = conditioning
         if has_unconditional:
             conditional_only = {k: v.chunk(2)[1] if v is not None else None for k, v in conditioning.items()}
+        unet_kwargs = {"cross_attention_kwargs": cross_attention_kwargs} if cross_attention_kwargs else {}
         # unguided steps (outside the guidance interval, or after a callback turned guidance off) run only the
         # conditional half of the batch
         guided_steps = range(int(guidance_start * len(timesteps)), int(guidance_stop * len(timesteps)))
@@ -721,7 +724,7 @@ class MnistDiffusionPipeline(DiffusionPipeline):
                 model_input = torch.cat([latents] * 2) if guided else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 inputs = conditioning if guided else conditional_only
-                noise_pred = self.unet(model_input, t, return_dict=False, **inputs)[0]
+                noise_pred = self.unet(model_input, t, return_dict=False, **inputs, **unet_kwargs)[0]
                 if guided:
                     noise_pred_uncond, noise_pred_cond = noise_pred.chunk(2)
                     noise_pred = noise_pred_uncond + self.guidance_scale * (noise_pred_cond - noise_pred_uncond)
@@ -831,6 +834,7 @@ class MnistDiffusionPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | PipelineCallback | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         return_trajectory: bool = False,
+        cross_attention_kwargs: dict[str, Any] | None = None,
     ) -> MnistDiffusionPipelineOutput | tuple:
         r"""
         Generate images from prompts and/or class labels.
@@ -876,6 +880,8 @@ class MnistDiffusionPipeline(DiffusionPipeline):
                 branches, unconditional first). Defaults to `["latents"]`, or the callback's own `tensor_inputs`.
             return_trajectory (`bool`, defaults to `False`): Also return the [`DenoisingTrajectory`] (x_t and
                 predicted x_0 at every step).
+            cross_attention_kwargs (`dict`, *optional*): Passed to the UNet; `{"scale": s}` weights the loaded LoRA
+                adapters (see [`~MnistLoraLoaderMixin.load_lora_weights`]) by `s` in this call.
 
         Returns:
             [`MnistDiffusionPipelineOutput`] or `tuple`: with `return_dict=False`, `(images,)`, or
@@ -950,6 +956,7 @@ class MnistDiffusionPipeline(DiffusionPipeline):
             callback_on_step_end,
             callback_on_step_end_tensor_inputs,
             return_trajectory,
+            cross_attention_kwargs=cross_attention_kwargs,
         )
 
         # 6. Post-process

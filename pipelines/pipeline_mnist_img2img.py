@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
@@ -205,6 +206,7 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | PipelineCallback | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         return_trajectory: bool = False,
+        cross_attention_kwargs: dict[str, Any] | None = None,
     ) -> MnistDiffusionPipelineOutput | tuple:
         r"""
         Redraw `image` towards the prompt and/or class labels.
@@ -222,7 +224,8 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
             negative_prompt, num_inference_steps, guidance_scale, guidance_start, guidance_stop,
             num_images_per_prompt, generator, prompt_embeds, negative_prompt_embeds, prompt_attention_mask,
             negative_prompt_attention_mask, output_type, return_dict, callback_on_step_end,
-            callback_on_step_end_tensor_inputs, return_trajectory: As in [`MnistDiffusionPipeline.__call__`].
+            callback_on_step_end_tensor_inputs, return_trajectory, cross_attention_kwargs: As in
+                [`MnistDiffusionPipeline.__call__`].
             invert (`bool`, *optional*): `True` for dark ink on light paper, `False` for white on black; detected
                 per image from its border when not given.
 
@@ -267,6 +270,7 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
             callback_on_step_end,
             tensor_inputs,
             return_trajectory,
+            cross_attention_kwargs=cross_attention_kwargs,
         )
 
         # 6. Post-process

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from diffusers.callbacks import PipelineCallback
@@ -173,6 +174,7 @@ class MnistInpaintPipeline(MnistImg2ImgPipeline):
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | PipelineCallback | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         return_trajectory: bool = False,
+        cross_attention_kwargs: dict[str, Any] | None = None,
     ) -> MnistDiffusionPipelineOutput | tuple:
         r"""
         Repaint the white part of `mask_image` in `image`, following the prompt and/or class labels.
@@ -193,7 +195,8 @@ class MnistInpaintPipeline(MnistImg2ImgPipeline):
                 resampling off (then any scheduler works). The model runs about `jump_n_sample` times per step.
             negative_prompt, guidance_scale, guidance_start, guidance_stop, num_images_per_prompt, generator,
             invert, prompt_embeds, negative_prompt_embeds, prompt_attention_mask, negative_prompt_attention_mask,
-            output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs, return_trajectory:
+            output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs, return_trajectory,
+            cross_attention_kwargs:
                 As in [`MnistImg2ImgPipeline.__call__`]; the guidance interval and `pipe.num_timesteps` count the
                 steps with the resampled ones.
 
@@ -246,6 +249,7 @@ class MnistInpaintPipeline(MnistImg2ImgPipeline):
             return_trajectory,
             before_step=before_step,
             after_step=after_step,
+            cross_attention_kwargs=cross_attention_kwargs,
         )
 
         # 6. Post-process

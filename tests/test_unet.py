@@ -98,7 +98,7 @@ def test_bad_inputs_raise_value_errors():
     with pytest.raises(ValueError, match="3 timesteps for a batch of 2"):
         unet(sample, torch.tensor([1, 2, 3]), context)
     with pytest.raises(ValueError, match="not supported"):
-        unet(sample, 3, context, cross_attention_kwargs={"scale": 0.5})
+        unet(sample, 3, context, cross_attention_kwargs={"scale": 0.5, "gligen": None})
     with pytest.raises(ValueError, match="attention_levels"):
         MnistUNet2DConditionModel(block_out_channels=(8, 16), attention_levels=(True,))
     with pytest.raises(ValueError, match="num_class_embeds"):

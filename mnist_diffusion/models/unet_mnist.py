@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+from diffusers.utils.peft_utils import apply_lora_scale
 from torch import nn
 
 
@@ -122,7 +124,7 @@ class UNetLevel(nn.Module):
         return hidden_states, outputs
 
 
-class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
+class MnistUNet2DConditionModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
     r"""
     A compact conditional UNet for small images (28x28 MNIST digits and Fashion-MNIST by default).
 
@@ -298,6 +300,7 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
             hidden_states = F.interpolate(hidden_states, scale_factor=2.0, mode="nearest")
         return self.upsamplers[index](hidden_states)
 
+    @apply_lora_scale("cross_attention_kwargs")
     def forward(
         self,
         sample: torch.Tensor,
@@ -322,14 +325,14 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin):
                 timestep embedding, e.g. the guidance-scale embedding of a few-step student; only for models built
                 with `time_cond_proj_dim`.
             encoder_attention_mask (`torch.Tensor`, *optional*): `(batch, tokens)`, 1 for real tokens, 0 for padding.
-            cross_attention_kwargs (`dict`, *optional*): Accepted for `UNet2DConditionModel` compatibility; this
-                model has no attention processors, so it must be empty.
+            cross_attention_kwargs (`dict`, *optional*): As in `UNet2DConditionModel`, but only `{"scale": s}`: the
+                weight of the loaded LoRA adapters for this call (this model has no attention processors).
             return_dict (`bool`, defaults to `True`): Return a [`UNet2DConditionOutput`] instead of a tuple.
         """
         if cross_attention_kwargs:
             raise ValueError(
                 f"`cross_attention_kwargs` {sorted(cross_attention_kwargs)} are not supported by "
-                f"{self.__class__.__name__}; it has no attention processors. Pass None or {{}}."
+                f"{self.__class__.__name__}; it has no attention processors. Pass None, {{}} or {{'scale': s}}."
             )
         batch, _, height, width = sample.shape
         if height % self.downsample_factor or width % self.downsample_factor:

@@ -1,0 +1,188 @@
+"""LoRA adapters: peft on the UNet, diffusers' loader API on the pipelines, checks of foreign or corrupt adapters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_pipeline, make_tiny_unet
+from peft import LoraConfig
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils import get_peft_model_state_dict
+
+from mnist_diffusion import MnistDiffusionPipeline, MnistImg2ImgPipeline, MnistUNet2DConditionModel
+
+TARGETS = ["to_q", "to_kv", "to_out", "conv1", "conv2"]
+
+
+def generate(pipe: MnistDiffusionPipeline, **kwargs) -> np.ndarray:
+    return pipe(
+        class_labels=[1, 2],
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        **kwargs,
+    ).images
+
+
+def add_random_lora(unet: MnistUNet2DConditionModel, name: str = "default", seed: int = 1) -> None:
+    """A LoRA adapter whose B matrices are random (a fresh one is zero, i.e. no change), so it changes the output."""
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS), adapter_name=name)
+    generator = torch.Generator().manual_seed(seed)
+    for key, parameter in unet.named_parameters():
+        if f"lora_B.{name}." in key:
+            parameter.data = 0.2 * torch.randn(parameter.shape, generator=generator)
+
+
+def save_adapter(pipe: MnistDiffusionPipeline, folder, name: str = "default") -> None:
+    pipe.save_lora_weights(
+        folder,
+        unet_lora_layers=get_peft_model_state_dict(pipe.unet, adapter_name=name),
+        unet_lora_adapter_metadata=pipe.unet.peft_config[name].to_dict(),
+    )
+
+
+def has_lora_layers(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, BaseTunerLayer) for m in module.modules())
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory):
+    """Two adapters for the tiny pipeline saved in diffusers' layout, the base's images and the styled ones."""
+    folder = tmp_path_factory.mktemp("adapters")
+    pipe = make_tiny_pipeline()
+    base = generate(pipe)
+    styled = {}
+    for name, seed in (("dots", 1), ("blur", 2)):
+        add_random_lora(pipe.unet, name, seed)
+        pipe.unet.set_adapters(name)
+        styled[name] = generate(pipe)
+        save_adapter(pipe, folder / name, name)
+    return folder, base, styled
+
+
+def test_unet_has_peft_adapter_api():
+    unet = make_tiny_unet()
+    sample, t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor(500)
+    labels = torch.tensor([1, 2])
+
+    def predict(**kwargs) -> torch.Tensor:
+        return unet(sample, t, class_labels=labels, **kwargs).sample
+
+    base = predict()
+    add_random_lora(unet)
+    styled = predict()
+    assert not torch.equal(styled, base)
+    assert unet.active_adapters() == ["default"]
+    unet.disable_lora()
+    assert torch.equal(predict(), base)
+    unet.enable_lora()
+    assert torch.equal(predict(), styled)
+    assert torch.equal(predict(cross_attention_kwargs={"scale": 0.0}), base)
+    half = predict(cross_attention_kwargs={"scale": 0.5})
+    assert not torch.equal(half, base) and not torch.equal(half, styled)
+    assert torch.equal(predict(), styled)  # the scale is for one call only
+    unet.fuse_lora()
+    torch.testing.assert_close(predict(), styled, atol=1e-5, rtol=1e-5)
+    unet.unfuse_lora()
+    torch.testing.assert_close(predict(), styled, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="not supported"):
+        predict(cross_attention_kwargs={"scale": 1.0, "ip_adapter_masks": None})
+
+
+def test_save_and_load_lora_adapter_on_the_unet(tmp_path):
+    unet = make_tiny_unet()
+    add_random_lora(unet)
+    sample = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    styled = unet(sample, 10).sample
+    unet.save_lora_adapter(tmp_path)
+    assert (tmp_path / "pytorch_lora_weights.safetensors").is_file()
+    fresh = make_tiny_unet()
+    fresh.load_lora_adapter(tmp_path, weight_name="pytorch_lora_weights.safetensors", prefix=None, adapter_name="mine")
+    assert fresh.active_adapters() == ["mine"]
+    assert torch.equal(fresh(sample, 10).sample, styled)
+
+
+def test_pipeline_loads_adapters_in_diffusers_layout(adapters):
+    folder, base, styled = adapters
+    assert (folder / "dots" / "pytorch_lora_weights.safetensors").is_file()
+    pipe = make_tiny_pipeline()
+    pipe.load_lora_weights(folder / "dots", adapter_name="dots")
+    np.testing.assert_array_equal(generate(pipe), styled["dots"])
+    np.testing.assert_array_equal(generate(pipe, cross_attention_kwargs={"scale": 0.0}), base)
+    pipe.load_lora_weights(str(folder / "blur"), adapter_name="blur")
+    assert pipe.get_list_adapters() == {"unet": ["dots", "blur"]}
+    pipe.set_adapters("blur")
+    np.testing.assert_array_equal(generate(pipe), styled["blur"])
+    pipe.set_adapters(["dots", "blur"], adapter_weights=[0.5, 0.5])
+    blended = generate(pipe)
+    assert not np.array_equal(blended, styled["dots"]) and not np.array_equal(blended, styled["blur"])
+    pipe.disable_lora()
+    np.testing.assert_array_equal(generate(pipe), base)
+    pipe.enable_lora()
+    pipe.fuse_lora(adapter_names=["dots", "blur"])
+    np.testing.assert_allclose(generate(pipe), blended, atol=1e-4)
+    pipe.unfuse_lora()
+    pipe.unload_lora_weights()
+    assert not has_lora_layers(pipe.unet)
+    np.testing.assert_array_equal(generate(pipe), base)
+
+
+def test_image_pipelines_share_the_adapters_and_the_scale(adapters):
+    folder, base, styled = adapters
+    pipe = make_tiny_pipeline()
+    pipe.load_lora_weights(folder / "dots")
+    img2img = MnistImg2ImgPipeline.from_pipe(pipe)
+    image = torch.zeros(1, 1, 8, 8)
+    styled_image = generate(img2img, image=image)
+    np.testing.assert_array_equal(generate(img2img, image=image, cross_attention_kwargs={"scale": 1.0}), styled_image)
+    pipe.unload_lora_weights()
+    unstyled = generate(img2img, image=image)
+    assert not np.array_equal(unstyled, styled_image)
+
+
+def test_adapter_for_another_base_is_refused_and_nothing_changes(adapters):
+    folder, _, _ = adapters
+    torch.manual_seed(0)
+    other = MnistDiffusionPipeline(
+        unet=MnistUNet2DConditionModel(
+            sample_size=8,
+            block_out_channels=(8, 16),
+            attention_levels=(False, True),
+            attention_head_dim=8,
+            cross_attention_dim=32,
+            num_class_embeds=11,
+            norm_num_groups=4,
+        ),
+        scheduler=make_tiny_pipeline().scheduler,
+        text_encoder=make_tiny_pipeline().text_encoder,
+        tokenizer=make_tiny_pipeline().tokenizer,
+    )
+    with pytest.raises(ValueError, match=r"^'.*dots' has the weight 'unet\..*' of shape .* another base model\.$"):
+        other.load_lora_weights(folder / "dots")
+    assert not has_lora_layers(other.unet)
+    class_only = make_tiny_pipeline(text=False)
+    with pytest.raises(ValueError, match="which this pipeline's model does not have"):
+        class_only.load_lora_weights(folder / "dots")
+    assert not has_lora_layers(class_only.unet)
+
+
+def test_unreadable_or_foreign_weights_give_one_line_errors(adapters, tmp_path):
+    folder, base, _ = adapters
+    pipe = make_tiny_pipeline()
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    data = (folder / "dots" / "pytorch_lora_weights.safetensors").read_bytes()
+    (corrupt / "pytorch_lora_weights.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"^Could not read LoRA weights from '.*corrupt' \(.*\); expected a folder"):
+        pipe.load_lora_weights(corrupt)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="Could not read LoRA weights from"):
+        pipe.load_lora_weights(tmp_path / "empty")
+    with pytest.raises(ValueError, match="'unet.conv_in.weight', which is not a LoRA weight"):
+        pipe.load_lora_weights({"unet.conv_in.weight": torch.zeros(1)})
+    text_lora = {"text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(4, 32)}
+    with pytest.raises(ValueError, match="LoRA weights for a text_encoder, which this pipeline does not have"):
+        make_tiny_pipeline(text=False).load_lora_weights(text_lora)
+    assert not has_lora_layers(pipe.unet)
+    np.testing.assert_array_equal(generate(pipe), base)
