@@ -172,7 +172,9 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistLoraLoaderMixin):
         **kwargs,
     ) -> CommitInfo | None:
         r"""
-        Save the pipeline to `save_directory` (diffusers' `save_pretrained`), then push it if asked.
+        Save the pipeline to `save_directory` (diffusers' `save_pretrained`), then push it if asked. A component's
+        `_name_or_path` that names a local folder (not a Hub repo id) is not written, so this machine's paths stay
+        out of saved and pushed configs.
 
         With `push_to_hub=True`, the pipeline goes to the Hub through [`~MnistDiffusionPipeline.push_to_hub`]
         (community code, model card and samples, one commit), to `repo_id` (default: the folder's name), with the
@@ -192,9 +194,12 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistLoraLoaderMixin):
             if variant is not None and variant not in VARIANT_DTYPES:
                 raise ValueError(f"Unknown variant {variant!r} to push; expected one of {sorted(VARIANT_DTYPES)}.")
             kwargs["token"] = resolve_token(kwargs.get("token"))
-        super().save_pretrained(
-            save_directory, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size
-        )
+        from mnist_diffusion.models.saved_config import without_local_paths
+
+        with without_local_paths(self, *self.components.values()):  # no local folder names in the saved configs
+            super().save_pretrained(
+                save_directory, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size
+            )
         if not push_to_hub:
             return None
         from mnist_diffusion.hub import EVAL_RESULTS_FILE, TRAINING_ARGS_FILE, push_pipeline_to_hub

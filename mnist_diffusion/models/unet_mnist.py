@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -263,6 +265,16 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
     def downsample_factor(self) -> int:
         """Height and width of an input must be multiples of this number."""
         return self.config.patch_size * 2 ** (len(self.config.block_out_channels) - 1)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        r"""
+        `ModelMixin.save_pretrained`, without this machine's folder in the saved config: a `_name_or_path` that is a
+        local path rather than a Hub repo id is left out (see [`~models.saved_config.without_local_paths`]).
+        """
+        from mnist_diffusion.models.saved_config import without_local_paths  # a package-only method (not uploaded)
+
+        with without_local_paths(self):
+            super().save_pretrained(save_directory, **kwargs)
 
     def _conditioning_embedding(
         self,
