@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from conftest import make_tiny_pipeline, make_tiny_unet
@@ -11,6 +12,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict
 
 from mnist_diffusion import MnistDiffusionPipeline, MnistImg2ImgPipeline, MnistUNet2DConditionModel
+from mnist_diffusion.cli import main
 
 TARGETS = ["to_q", "to_kv", "to_out", "conv1", "conv2"]
 
@@ -186,3 +188,40 @@ def test_unreadable_or_foreign_weights_give_one_line_errors(adapters, tmp_path):
         make_tiny_pipeline(text=False).load_lora_weights(text_lora)
     assert not has_lora_layers(pipe.unet)
     np.testing.assert_array_equal(generate(pipe), base)
+
+
+def test_generate_command_blends_adapters(adapters, tmp_path, capsys):
+    folder, _, _ = adapters
+    model = tmp_path / "model"
+    make_tiny_pipeline().save_pretrained(model)
+
+    def grid(*options: str) -> bytes:
+        output = tmp_path / f"grid{len(list(tmp_path.glob('grid*.png')))}.png"
+        command = [
+            "generate",
+            "--class-label",
+            "1",
+            "--model",
+            str(model),
+            "-n",
+            "2",
+            "--steps",
+            "2",
+            "-o",
+            str(output),
+        ]
+        assert main(command + list(options)) == 0
+        return PIL.Image.open(output).tobytes()
+
+    base, dots = grid(), grid("--lora", str(folder / "dots"))
+    assert dots != base
+    assert grid("--lora", str(folder / "dots"), "--lora-scale", "0") == base
+    assert grid("--lora", str(folder / "dots"), "--lora-scale", "1") == dots
+    blended = grid("--lora", str(folder / "dots"), "--lora", str(folder / "blur"), "--lora-scale", "0.5")
+    assert blended not in (base, dots)
+    capsys.readouterr()
+    options = ["--lora", str(folder / "dots"), "--lora-scale", "1", "--lora-scale", "1", "--lora-scale", "1"]
+    assert main(["generate", "--class-label", "1", "--model", str(model), *options]) == 2
+    assert "Got 3 LoRA scales for 1 adapters" in capsys.readouterr().err
+    assert main(["generate", "--class-label", "1", "--model", str(model), "--lora-scale", "0.5"]) == 2
+    assert "pass --lora DIR_OR_REPO too" in capsys.readouterr().err
