@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -13,6 +14,8 @@ import PIL.Image
 import torch
 
 from ..pipelines import MnistDiffusionPipeline
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,61 @@ class Generation:
     labels: torch.Tensor | None = None
 
 
+class SamplingCancelled(Exception):
+    """A sampling job stopped early because its caller cancelled it (the client left or pressed stop)."""
+
+
+class SamplingControl:
+    r"""
+    A caller's handle on its sampling job: how many denoising steps the job has done, and a way to stop it.
+
+    Use it as the pipeline's `callback_on_step_end` (or call it from one): it counts the steps and, once `cancel()`
+    was called, sets the pipeline's `_interrupt`, so the denoising loop skips its remaining steps.
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.demo.batching import SamplingControl
+
+    >>> control = SamplingControl()
+    >>> control.cancel()  # e.g. from the request's thread, while the worker samples
+    >>> images = pipe("a 7", num_inference_steps=50, callback_on_step_end=control).images  # doctest: +SKIP
+    >>> control.steps  # doctest: +SKIP
+    1
+    ```
+    """
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop the job after its current step (a job still queued never starts)."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether `cancel()` was called."""
+        return self._cancelled.is_set()
+
+    def __call__(self, pipe: MnistDiffusionPipeline, step: int, timestep: Any, tensors: dict) -> dict:
+        self.steps = step + 1
+        if self.cancelled:
+            pipe._interrupt = True
+        return {}
+
+    def check(self, what: str) -> None:
+        """Raise [`SamplingCancelled`] naming `what` and the steps done, when the job was cancelled."""
+        if self.cancelled:
+            raise SamplingCancelled(f"{what} was cancelled by its caller after {self.steps} denoising steps.")
+
+
 @dataclass
 class _Job:
     future: Future
     request: GenerationRequest | None = None
     function: Callable[[], Any] | None = None
+    control: SamplingControl | None = None
 
 
 class SamplingWorker:
@@ -86,10 +139,12 @@ class SamplingWorker:
     ```py
     >>> from mnist_diffusion.demo.batching import GenerationRequest, SamplingWorker
     >>> from mnist_diffusion.demo.models import FEW_STEP, DemoModels
+    >>> from mnist_diffusion.pretrained import FAST_GUIDANCE_SCALE
 
     >>> models = DemoModels()
     >>> worker = SamplingWorker(models.samplers, read_images=models.read_images, by_steps={FEW_STEP: models.few_step})
-    >>> generation = worker.generate(GenerationRequest("a thick 7", 7, FEW_STEP, 4, 1.45, seed=0, num_images=4))
+    >>> request = GenerationRequest("a thick 7", 7, FEW_STEP, 4, FAST_GUIDANCE_SCALE, seed=0, num_images=4)
+    >>> generation = worker.generate(request)
     >>> len(generation.images), generation.labels.tolist()
     (4, [7, 7, 7, 7])
     >>> worker.close()
@@ -120,14 +175,24 @@ class SamplingWorker:
             return len(self._jobs)
 
     def submit(self, function: Callable[[], Any]) -> Future:
-        """Run `function()` on the worker thread after the jobs already queued; returns its future."""
+        """
+        Run `function()` on the worker thread after the jobs already queued; returns its future. To stop it early,
+        `function` passes a [`SamplingControl`] as its pipeline's `callback_on_step_end` and calls its `check`.
+        """
         return self._put(_Job(Future(), function=function))
+
+    def submit_generation(self, request: GenerationRequest, control: SamplingControl | None = None) -> Future:
+        """
+        Queue `request`; its future gives the [`Generation`]. `control` counts its steps and cancels it: a merged
+        call stops once all of its requests are cancelled, and their futures raise [`SamplingCancelled`].
+        """
+        if request.scheduler not in self.pipes:
+            raise ValueError(f"Unknown scheduler {request.scheduler!r}; expected one of {list(self.pipes)}.")
+        return self._put(_Job(Future(), request=request, control=control or SamplingControl()))
 
     def generate(self, request: GenerationRequest) -> Generation:
         """The images of `request` and their reading (blocks until done; errors of the pipeline are raised here)."""
-        if request.scheduler not in self.pipes:
-            raise ValueError(f"Unknown scheduler {request.scheduler!r}; expected one of {list(self.pipes)}.")
-        return self._put(_Job(Future(), request=request)).result()
+        return self.submit_generation(request).result()
 
     def close(self) -> None:
         """Stop the thread after the running job; jobs still queued are cancelled."""
@@ -179,6 +244,8 @@ class SamplingWorker:
                 else:
                     self._generate(batch)
             except Exception as error:  # handed to the waiting callers, which report it
+                if isinstance(error, SamplingCancelled):
+                    logger.info("%s", error)
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(error)
@@ -191,13 +258,26 @@ class SamplingWorker:
         labels = [r.class_label for r in requests for _ in range(r.num_images)]
         generators = [torch.Generator().manual_seed(r.seed + i) for r in requests for i in range(r.num_images)]
         pipe = self.by_steps.get(first.scheduler, {}).get(first.num_inference_steps, self.pipes[first.scheduler])
+        controls = [job.control for job in batch]
+
+        def on_step_end(pipe: MnistDiffusionPipeline, step: int, timestep: Any, tensors: dict) -> dict:
+            for control in controls:
+                control.steps = step + 1
+            if all(control.cancelled for control in controls):  # nobody waits for these images any more
+                pipe._interrupt = True
+            return {}
+
         images = pipe(
             prompt=None if first.prompt is None else prompts,
             class_labels=None if first.class_label is None else labels,
             num_inference_steps=first.num_inference_steps,
             guidance_scale=first.guidance_scale,
             generator=generators,
+            callback_on_step_end=on_step_end,
         ).images
+        if all(control.cancelled for control in controls):
+            what = f"Generating {len(images)} images ({first.scheduler}, {first.num_inference_steps} steps)"
+            controls[0].check(what)
         labels = None if self.read_images is None else self.read_images(images)
         start = 0
         for job, request in zip(batch, requests, strict=True):

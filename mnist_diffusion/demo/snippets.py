@@ -148,24 +148,42 @@ def watch_snippet(
 
 
 def forward_snippet(source: str, percent: float, seed: int) -> str:
-    r"""Python that noises a digit to `percent` of the forward process with the scheduler, as the Forward tab does."""
+    r"""
+    Python that noises a digit to `percent` of the forward process with the scheduler, as the Forward tab does, and
+    (above 0%) has the model guess the clean digit from the noisy one alone: its predicted x_0, no prompt or class.
+    """
     image_line = (
         "images, labels = load_test_digits()  # the demo's shipped test digits, in [-1, 1]\n"
         f"image = images[{source}:{source} + 1]"
         if source.isdigit()
         else "image = ...  # your digit, (1, 1, 28, 28) in [-1, 1], white on black"
     )
+    fraction = f"{percent / 100:g}"
+    prediction = [
+        "",
+        "# The model's guess of the clean digit from the noisy one alone (no prompt, no class): predicted x_0",
+        "pipe = MnistDiffusionPipeline.from_pretrained(DIFFUSION_MODEL)",
+        f"t = scheduler.timesteps_from_noise_fractions([{fraction}])",
+        "conditioning = pipe.encode_conditioning(None, None, None, 1, 'cpu', batch_size=1)",
+        "with torch.no_grad():",
+        "    output = pipe.unet(noisy, t, return_dict=False, **conditioning)[0]",
+        "predicted = predict_original_sample(scheduler, noisy, output, t).clamp(-1, 1)",
+    ]
     return "\n".join(
         [
             "import torch",
-            "from mnist_diffusion import MnistDDPMScheduler",
+            "from mnist_diffusion import MnistDDPMScheduler, MnistDiffusionPipeline",
             "from mnist_diffusion.demo.test_digits import load_test_digits",
             "from mnist_diffusion.pretrained import DIFFUSION_MODEL",
+            "from mnist_diffusion.schedulers import predict_original_sample",
             "",
             "scheduler = MnistDDPMScheduler.from_pretrained(DIFFUSION_MODEL, subfolder='scheduler')",
             image_line,
-            f"noisy = scheduler.forward_trajectory(image, noise_fractions=[{percent / 100:g}],",
+            f"noisy = scheduler.forward_trajectory(image, noise_fractions=[{fraction}],",
             f"                                     generator=torch.Generator().manual_seed({seed}))[0]",
+        ]
+        + (prediction if percent > 0 else [])
+        + [
             "",
             "# The whole strip, 0% to 100%, from the command line:",
             "# mnist-diffusion visualize forward --dataset ylecun/mnist --index 0 -o forward.png",
