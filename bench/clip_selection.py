@@ -10,7 +10,7 @@ import torch
 from mnist_diffusion.captions import caption_templates
 from mnist_diffusion.classifier import MnistClassifier
 from mnist_diffusion.clip_model import ClipScorer
-from mnist_diffusion.commands.loading import SCHEDULERS, open_pipeline
+from mnist_diffusion.loading import SCHEDULERS, open_pipeline
 from mnist_diffusion.metrics import conditional_accuracy
 from mnist_diffusion.pretrained import MNIST_CLASSIFIER
 from mnist_diffusion.selection import select_best

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from mnist_diffusion.commands.loading import SCHEDULERS, open_pipeline
 from mnist_diffusion.data import load_split, prepare_training_data
 from mnist_diffusion.evaluation import evaluate
+from mnist_diffusion.loading import SCHEDULERS, open_pipeline
 from mnist_diffusion.pretrained import DIFFUSION_MODEL
 
 

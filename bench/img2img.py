@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from mnist_diffusion import MnistImg2ImgPipeline
-from mnist_diffusion.commands.loading import SCHEDULERS, open_pipeline
 from mnist_diffusion.data import decode_images, load_split
 from mnist_diffusion.evaluation import class_names_and_classifier
 from mnist_diffusion.image_input import prepare_image
+from mnist_diffusion.loading import SCHEDULERS, open_pipeline
 from mnist_diffusion.pretrained import DIFFUSION_MODEL
 from mnist_diffusion.visualization import labeled_grid, to_images
 

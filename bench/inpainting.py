@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from mnist_diffusion import MnistInpaintPipeline
-from mnist_diffusion.commands.loading import SCHEDULERS, open_pipeline
 from mnist_diffusion.data import decode_images, load_split
 from mnist_diffusion.evaluation import class_names_and_classifier, score_samples
+from mnist_diffusion.loading import SCHEDULERS, open_pipeline
 from mnist_diffusion.pretrained import DIFFUSION_MODEL
 from mnist_diffusion.visualization import labeled_grid, to_images
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import json
@@ -11,7 +12,7 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from huggingface_hub import (
@@ -19,13 +20,17 @@ from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
     HfApi,
+    constants,
     get_token,
     snapshot_download,
 )
+from huggingface_hub.errors import LocalEntryNotFoundError
 
 from .community_code import COMMUNITY_MODULES, export_community_code, is_community_layout, package_class
 from .model_card import SAMPLES_FILE, read_json_file, render_model_card, sample_grid
-from .pipelines import MnistDiffusionPipeline
+
+if TYPE_CHECKING:  # the pipelines import this module (from_pretrained, push_to_hub), never the other way round
+    from .pipelines import MnistDiffusionPipeline
 
 TRAINING_ARGS_FILE = "training_args.json"
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -226,10 +231,8 @@ def push_pipeline_to_hub(
         raise ValueError(f"Unknown variant {variant!r}; expected one of {sorted(VARIANT_DTYPES)} or None.")
     subfolder = normalize_subfolder(subfolder)
     token = resolve_token(token)
-    if not isinstance(pipeline, MnistDiffusionPipeline):
-        if not (Path(pipeline) / "model_index.json").is_file():
-            raise ValueError(f"{pipeline} is not a saved pipeline; expected a folder with a model_index.json.")
-        pipeline = MnistDiffusionPipeline.from_pretrained(pipeline)
+    if isinstance(pipeline, (str, os.PathLike)):
+        pipeline = _load_saved_pipeline(Path(pipeline))
     source_dir = pipeline.config.get("_name_or_path")
     if source_dir and os.path.isdir(source_dir):
         training_args = (
@@ -280,6 +283,21 @@ def push_pipeline_to_hub(
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _load_saved_pipeline(folder: Path) -> MnistDiffusionPipeline:
+    """The pipeline saved in `folder`, loaded with the class its `model_index.json` names (looked up in the package's
+    pipelines by name, as diffusers' `DiffusionPipeline.from_pretrained` looks up its own)."""
+    if not (folder / "model_index.json").is_file():
+        raise ValueError(f"{folder} is not a saved pipeline; expected a folder with a model_index.json.")
+    class_name = read_json_file(folder / "model_index.json").get("_class_name")
+    pipeline_class = getattr(importlib.import_module("mnist_diffusion.pipelines"), str(class_name), None)
+    if not isinstance(pipeline_class, type):
+        raise ValueError(
+            f"{folder}/model_index.json names the pipeline class {class_name!r}; expected one of "
+            "mnist_diffusion.pipelines (MnistDiffusionPipeline, MnistImg2ImgPipeline, MnistInpaintPipeline)."
+        )
+    return pipeline_class.from_pretrained(folder)
 
 
 def push_checkpoint(
@@ -375,6 +393,15 @@ def _load_community_layout(
     return pipeline_class(**init_kwargs, **kwargs)
 
 
+def _import_package_components(model_index: dict[str, Any]) -> None:
+    """Import the modules of this package that `model_index` takes components from (`mnist_diffusion.models...`):
+    diffusers' loader takes a class only from a module already imported, and `import mnist_diffusion` imports none."""
+    for entry in model_index.values():
+        if isinstance(entry, list) and isinstance(entry[0], str) and entry[0].startswith("mnist_diffusion."):
+            with contextlib.suppress(ImportError):  # not a module of this package: diffusers' loader says so
+                importlib.import_module(entry[0])
+
+
 def read_model_index(folder: Path, name: str, passed: set[str]) -> dict[str, Any]:
     r"""
     The `model_index.json` of the pipeline folder `folder` (`name` as the user gave it), checked before loading:
@@ -440,9 +467,16 @@ def load_pipeline(
         ignore_patterns = [f"{CHECKPOINTS_FOLDER}/*"]
         ignore_patterns += [f"*.{variant}.*" for variant in VARIANT_DTYPES if variant != kwargs.get("variant")]
         allow_patterns = [f"{subfolder}/*"] if subfolder else None
-        snapshot = snapshot_download(
-            name, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns, **download_kwargs
-        )
+        try:
+            snapshot = snapshot_download(
+                name, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns, **download_kwargs
+            )
+        except LocalEntryNotFoundError as error:  # the Hub cannot be reached (or offline mode) and nothing is cached
+            raise OSError(
+                f"No folder named {name!r} exists here, and as a Hub repo id {name!r} is not in the local cache "
+                f"({constants.HF_HUB_CACHE}) while the Hub cannot be reached ({type(error).__name__}); expected a "
+                "pipeline folder saved with `save_pretrained`, or a repo id downloaded once while online."
+            ) from None
         folder = Path(snapshot) / subfolder
     if kwargs.get("torch_dtype") is not None and kwargs.get("dtype") is not None:
         raise ValueError("Got both `dtype` and `torch_dtype`; pass only `dtype` (diffusers' newer name).")
@@ -450,6 +484,7 @@ def load_pipeline(
         kwargs["dtype"] = kwargs.pop("torch_dtype")
     model_index = read_model_index(folder, f"{name}/{subfolder}" if subfolder else name, set(kwargs))
     if not is_community_layout(model_index):
+        _import_package_components(model_index)
         return load_saved(folder, **kwargs)
     for key in DOWNLOAD_KWARGS:
         kwargs.pop(key, None)

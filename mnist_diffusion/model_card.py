@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers.utils import make_image_grid
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from PIL import Image
 
-from .pipelines import MnistDiffusionPipeline
 from .text_encoding import DIGIT_WORDS
+
+if TYPE_CHECKING:  # the pipelines import this module (save_pretrained with push_to_hub), never the other way round
+    from .pipelines import MnistDiffusionPipeline
 
 #: The Jinja template shipped with the package; pass `template_path` to use another one.
 DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent / "model_card_template.md"

@@ -81,7 +81,7 @@ def select_best(
 
     ```py
     >>> from mnist_diffusion.clip_model import ClipScorer
-    >>> from mnist_diffusion.commands.loading import open_pipeline
+    >>> from mnist_diffusion.loading import open_pipeline
     >>> from mnist_diffusion.selection import select_best
 
     >>> selection = select_best(open_pipeline(), ClipScorer.from_pretrained(), prompt="a thick 7", keep=3)

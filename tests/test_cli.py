@@ -10,8 +10,8 @@ from conftest import make_tiny_pipeline
 
 from mnist_diffusion import MnistDiffusionPipeline
 from mnist_diffusion.cli import main
-from mnist_diffusion.commands.loading import open_pipeline
 from mnist_diffusion.image_grid import image_grid
+from mnist_diffusion.loading import open_pipeline
 
 
 @pytest.fixture
@@ -214,3 +214,44 @@ def test_outputs_are_checked_before_any_sampling(saved_pipeline, tmp_path, capsy
     assert message.format(**names) in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["d.gif"]  # the .png was not written either
     assert (tmp_path / "file").read_text() == "keep me"
+
+
+def test_the_command_line_starts_without_the_heavy_libraries():
+    # `--help` and argument errors stay quick: building the parser imports no torch, diffusers or transformers
+    # (each command imports them when it runs); `import mnist_diffusion` exports its classes lazily.
+    code = (
+        "import sys, mnist_diffusion, mnist_diffusion.cli; mnist_diffusion.cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers', "
+        "'datasets', 'matplotlib')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_model_that_is_neither_here_nor_cached_is_named(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    expected = "No folder named 'nonexistent_dir' exists here, and as a Hub repo id 'nonexistent_dir' is not in the"
+    argv = ["generate", "--class-label", "3", "--model", "nonexistent_dir", "-o", str(tmp_path / "x.png")]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert main(argv) == 2
+    assert expected in capsys.readouterr().err
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: the Hub is unreachable
+    assert main(argv) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_push_takes_no_token_on_the_command_line(saved_pipeline, capsys):
+    for argv in (["--token", "hf_secret"], ["--token=hf_secret"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["push", str(saved_pipeline), "--repo-id", "user/model", *argv])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "--token is not accepted" in err and "HF_TOKEN" in err and "hf_secret" not in err
+    with pytest.raises(SystemExit):
+        main(["push", "--help"])
+    assert "--token" not in capsys.readouterr().out

@@ -11,11 +11,11 @@ import torch
 from mnist_diffusion import MnistDiffusionPipeline
 from mnist_diffusion.classifier import MnistClassifier
 from mnist_diffusion.cli import main
-from mnist_diffusion.commands.loading import open_pipeline
 from mnist_diffusion.demo.batching import GenerationRequest, SamplingWorker
 from mnist_diffusion.demo.drawing import sketch_to_digit
 from mnist_diffusion.demo.models import FEW_STEP, DemoModels
 from mnist_diffusion.demo.test_digits import load_test_digits
+from mnist_diffusion.loading import open_pipeline
 from mnist_diffusion.pretrained import FAST_DIFFUSION_MODEL, MNIST_CLASSIFIER
 
 

@@ -62,15 +62,23 @@ def test_select_best_refuses_bad_arguments(tiny_pipeline, scorer, kwargs, messag
         select_best(tiny_pipeline, scorer, **{"prompt": "a 1", **kwargs})
 
 
-def test_generate_best_of_writes_the_kept_images(scorer, tmp_path, capsys):
+def test_generate_best_of_keeps_k_of_n(scorer, tmp_path, capsys):
     make_tiny_pipeline().save_pretrained(tmp_path / "model")
     scorer.save_pretrained(tmp_path / "clip")
     output = tmp_path / "best.png"
-    argv = ["generate", "a thick 7", "--model", str(tmp_path / "model"), "-n", "5", "-o", str(output), "--steps", "2"]
-    assert main(argv + ["--best-of", "4", "--keep", "2", "--clip-model", str(tmp_path / "clip")]) == 0
-    assert "Kept 5 of 12 candidates" in capsys.readouterr().out
+    argv = ["generate", "a thick 7", "--model", str(tmp_path / "model"), "-o", str(output), "--steps", "2"]
+    clip = ["--clip-model", str(tmp_path / "clip")]
+    # `--best-of 10 --keep 3` keeps 3 of 10 candidates: a grid of 3 images, as the README says.
+    assert main(argv + ["--best-of", "10", "--keep", "3", *clip]) == 0
+    assert "Kept 3 of 10 candidates" in capsys.readouterr().out
     grid = PIL.Image.open(output)
-    assert grid.size == (3 * 8, 2 * 8) and grid.mode == "L"
+    assert grid.size == (2 * 8, 2 * 8) and grid.mode == "L"
+    assert grid.crop((8, 8, 16, 16)).getextrema() == (0, 0)  # the fourth cell is left black
+    assert main(argv + ["--best-of", "4", *clip]) == 0  # --keep defaults to 1
+    assert "Kept 1 of 4 candidates" in capsys.readouterr().out
+    assert PIL.Image.open(output).size == (8, 8)
+    assert main(argv + ["--best-of", "4", "-n", "5"]) == 2
+    assert "-n/--num-images 5 does not apply with --best-of 4" in capsys.readouterr().err
     assert main(argv + ["--best-of", "2", "--keep", "3"]) == 2
     assert "--best-of 2 --keep 3; expected 1 <= keep <= best-of" in capsys.readouterr().err
     assert main(argv + ["--best-of", "2", "--keep", "0"]) == 2

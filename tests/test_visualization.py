@@ -108,6 +108,36 @@ def test_forward_writes_one_column_per_noise_fraction(digit_folder, tmp_path, ca
     assert Image.open(from_image).size == expected.size
 
 
+def test_forward_uses_the_shipped_test_digits_by_default(tmp_path, capsys):
+    from mnist_diffusion.demo.test_digits import load_test_digits
+
+    output = tmp_path / "forward.png"
+    assert main(["visualize", "forward", "--index", "7", "-o", str(output), "--scale", "1"]) == 0
+    assert "shipped MNIST test digit 7 (a 7)" in capsys.readouterr().out
+    # the same figure as from that digit saved as an image file
+    digits, _ = load_test_digits()
+    Image.fromarray(((digits[7, 0] + 1) * 127.5).round().byte().numpy()).save(tmp_path / "seven.png")
+    from_file = tmp_path / "from_file.png"
+    argv = ["visualize", "forward", "--image", str(tmp_path / "seven.png"), "-o", str(from_file), "--scale", "1"]
+    assert main(argv) == 0
+    difference = np.asarray(Image.open(output), dtype=int) - np.asarray(Image.open(from_file), dtype=int)
+    assert np.abs(difference).max() <= 1
+    assert main(["visualize", "forward", "--index", "20", "-o", str(output)]) == 2
+    assert "--index is 20; expected 0..19 (the shipped MNIST test digits" in capsys.readouterr().err
+
+
+def test_forward_fails_at_once_when_the_hub_cannot_be_reached(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    output = tmp_path / "forward.png"
+    assert main(["visualize", "forward", "--dataset", "ylecun/mnist", "-o", str(output)]) == 2
+    error = capsys.readouterr().err
+    assert "--dataset 'ylecun/mnist' is not a local folder and the Hub (http://127.0.0.1:9) cannot be reached" in error
+    assert "leave out --dataset to use the real MNIST test digits shipped with the package" in error
+    assert not output.exists()
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from matplotlib.figure import Figure
-
-from ..classifier import MnistClassifier
 from ..evaluation import CONDITIONINGS
-from ..recognizability import RecognizabilityResult, recognizability
-from .loading import SCHEDULERS, check_model_argument, check_output_folder, finite_float, open_pipeline
+from ..loading import SCHEDULERS, check_model_argument, open_pipeline
+from .arguments import check_output_folder, finite_float
+
+if TYPE_CHECKING:
+    from ..recognizability import RecognizabilityResult
 
 
 def plot_recognizability(result: RecognizabilityResult, path: Path) -> None:
     """Accuracy on the predicted x_0 against the fraction of denoising done: one curve per class and the overall."""
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(7, 4.5), layout="constrained")
     ax = figure.subplots()
     for name in result.class_names:
@@ -36,6 +39,9 @@ def plot_recognizability(result: RecognizabilityResult, path: Path) -> None:
 
 def recognizability_command(args: argparse.Namespace) -> RecognizabilityResult:
     """Run the recognisability analysis and write `recognizability.{json,md,png}` to `args.output_dir`."""
+    from ..classifier import MnistClassifier
+    from ..recognizability import recognizability
+
     if args.samples_per_class < 1:
         raise ValueError(f"--samples-per-class is {args.samples_per_class}; expected at least 1.")
     check_model_argument(args.model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .loading import check_model_argument
+from ..loading import check_model_argument
 
 
 def demo(args: argparse.Namespace) -> None:

@@ -5,25 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from diffusers.image_processor import VaeImageProcessor
-from matplotlib.figure import Figure
+from ..evaluation import CONDITIONINGS
+from ..loading import SCHEDULERS, check_model_argument, open_pipeline
+from .arguments import add_guidance_interval_arguments, check_output_folder, finite_float
 
-from ..captions import SLANT_BOUNDS, THICKNESS_BOUNDS
-from ..classifier import MnistClassifier
-from ..clip_model import ClipScorer
-from ..data import load_split, prepare_training_data
-from ..evaluation import CONDITIONINGS, EvaluationResult, evaluate
-from ..image_grid import image_grid
-from .loading import (
-    SCHEDULERS,
-    add_guidance_interval_arguments,
-    check_model_argument,
-    check_output_folder,
-    finite_float,
-    open_pipeline,
-)
+if TYPE_CHECKING:
+    import torch
+
+    from ..clip_model import ClipScorer
+    from ..evaluation import EvaluationResult
 
 #: Number of samples in each of the CLIP best and worst grids (fewer when fewer were scored).
 GRID_SIZE = 64
@@ -31,17 +23,23 @@ GRID_SIZE = 64
 
 def to_pil(images: torch.Tensor) -> list:
     """Images `(batch, channels, height, width)` in [0, 1] as PIL images (grayscale stays "L")."""
+    from diffusers.image_processor import VaeImageProcessor
+
     return VaeImageProcessor.numpy_to_pil(VaeImageProcessor.pt_to_numpy(images))
 
 
 def save_grid(images: torch.Tensor, path: Path) -> None:
     """Save images in [0, 1] as one grid of 8 columns."""
+    from ..image_grid import image_grid
+
     cols = min(8, len(images))
     image_grid(to_pil(images), rows=-(-len(images) // cols), cols=cols).save(path)
 
 
 def plot_per_class_accuracy(result: EvaluationResult, path: Path) -> None:
     """Bar chart of the conditional accuracy of each class, with the overall accuracy as a line."""
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(max(6, 0.6 * len(result.class_names)), 4), layout="constrained")
     ax = figure.subplots()
     ax.bar(result.class_names, [result.accuracy_per_class[name] for name in result.class_names], color="tab:blue")
@@ -56,6 +54,11 @@ def plot_per_class_accuracy(result: EvaluationResult, path: Path) -> None:
 
 def plot_style_distributions(result: EvaluationResult, path: Path) -> None:
     """One histogram panel per style attribute: the unstyled samples and each request, with the tertile bounds."""
+    import torch
+    from matplotlib.figure import Figure
+
+    from ..captions import SLANT_BOUNDS, THICKNESS_BOUNDS
+
     style = result.style_control
     attributes = list(dict.fromkeys(request.attribute for request in style.requests))
     bounds = {"thickness": THICKNESS_BOUNDS, "slant": SLANT_BOUNDS}
@@ -77,6 +80,8 @@ def plot_style_distributions(result: EvaluationResult, path: Path) -> None:
 
 def open_clip_scorer(name: str | None, class_names: list[str]) -> ClipScorer | None:
     """`--clip-model`: a folder or Hub id; "none" skips; by default the shipped MNIST-CLIP for digit models."""
+    from ..clip_model import ClipScorer
+
     if name == "none" or (name is None and not all(n.isdigit() for n in class_names)):
         return None
     return ClipScorer.from_pretrained(name)
@@ -84,6 +89,10 @@ def open_clip_scorer(name: str | None, class_names: list[str]) -> ClipScorer | N
 
 def evaluate_command(args: argparse.Namespace) -> EvaluationResult:
     """Evaluate `args.model` and write `evaluation.json`, `evaluation.md` and the plots to `args.output_dir`."""
+    from ..classifier import MnistClassifier
+    from ..data import load_split, prepare_training_data
+    from ..evaluation import evaluate
+
     if args.num_samples < 1:
         raise ValueError(f"--num-samples is {args.num_samples}; expected at least 1.")
     if args.batch_size < 1:

@@ -6,14 +6,14 @@ import argparse
 import math
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import PIL.Image
-import torch
+from ..loading import SCHEDULERS, open_pipeline, parse_class_label
+from .arguments import check_image_output, finite_float
 
-from ..image_grid import image_grid
-from ..image_input import load_image_file
-from ..pipelines import MnistImg2ImgPipeline
-from .loading import SCHEDULERS, check_image_output, finite_float, open_pipeline, parse_class_label
+if TYPE_CHECKING:
+    import PIL.Image
+
 
 #: Most results of one `img2img` or `inpaint` run (they are computed as one batch).
 MAX_IMAGES = 1000
@@ -44,6 +44,8 @@ def checked_output(path: str, overwrite: bool) -> Path:
 
 def save_images(images: list[PIL.Image.Image], output: Path) -> Path:
     """Save one image, or a square-ish grid of several, to `output` (its folder created)."""
+    from ..image_grid import image_grid
+
     cols = math.ceil(math.sqrt(len(images)))
     grid = image_grid(images, rows=math.ceil(len(images) / cols), cols=cols)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +56,8 @@ def save_images(images: list[PIL.Image.Image], output: Path) -> Path:
 
 def image_call_kwargs(args: argparse.Namespace) -> dict:
     """The pipeline arguments the image commands share, from their flags."""
+    import torch
+
     if not 1 <= args.num_images <= MAX_IMAGES:
         raise ValueError(
             f"-n/--num-images is {args.num_images}; expected 1 to {MAX_IMAGES} (computed as one batch; run again with "
@@ -74,6 +78,9 @@ def image_call_kwargs(args: argparse.Namespace) -> dict:
 
 def img2img(args: argparse.Namespace) -> Path:
     """Redraw `args.image` with strength `args.strength` and save the result(s)."""
+    from ..image_input import load_image_file
+    from ..pipelines import MnistImg2ImgPipeline
+
     output = checked_output(args.output, args.overwrite)
     image = load_image_file(args.image, "image")
     kwargs = image_call_kwargs(args)

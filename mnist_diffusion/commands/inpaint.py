@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..image_input import load_image_file
-from ..pipelines import MnistInpaintPipeline
+from ..loading import open_pipeline
 from .img2img import add_image_arguments, checked_output, image_call_kwargs, save_images
-from .loading import open_pipeline
 
 
 def inpaint(args: argparse.Namespace) -> Path:
     """Complete `args.image` where `args.mask` is white and save the result(s)."""
+    from ..image_input import load_image_file
+    from ..pipelines import MnistInpaintPipeline
     from ..pipelines.pipeline_mnist_inpaint import MAX_JUMP_N_SAMPLE
 
     if not 1 <= args.jump_n_sample <= MAX_JUMP_N_SAMPLE:

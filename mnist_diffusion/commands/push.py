@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from ..hub import push_pipeline_to_hub
-
 
 def push(args: argparse.Namespace) -> str:
     """Upload the saved pipeline `args.model` to the Hub repo `args.repo_id`: weights, code, model card, samples."""
-    from ..lora_hub import is_lora_folder, push_lora_to_hub
+    from ..hub import push_pipeline_to_hub
 
-    if is_lora_folder(args.model):  # an adapter of training/train_lora.py: weights, card, samples in one commit
-        commit = push_lora_to_hub(
-            args.model,
-            args.repo_id,
-            private=args.private or None,
-            revision=args.revision,
-            commit_message=args.commit_message,
-            create_pr=args.create_pr,
-        )
-        print(f"Pushed the LoRA adapter {args.model} to {commit.pr_url or commit.commit_url}")
-        return commit.oid
     if args.sample_steps < 1:
         raise ValueError(f"--sample-steps is {args.sample_steps}; expected at least 1.")
     commit = push_pipeline_to_hub(
         args.model,
         args.repo_id,
-        token=args.token,
         private=args.private or None,
         revision=args.revision,
         commit_message=args.commit_message,
@@ -41,14 +27,26 @@ def push(args: argparse.Namespace) -> str:
     return commit.oid
 
 
+class RefuseToken(argparse.Action):
+    """`--token`: refused, its value not repeated, as the training scripts refuse `--hub_token`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(
+            f"{option_string} is not accepted: a token on the command line shows in process lists and shell "
+            "history; set HF_TOKEN or run `hf auth login`."
+        )
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add the `push` subcommand to the `mnist-diffusion` parser."""
-    hub = commands.add_parser("push", help="Upload a saved pipeline to the Hugging Face Hub, with a model card.")
-    hub.add_argument(
-        "model",
-        help="Folder of a pipeline saved with save_pretrained (or by training/train.py), or of a LoRA adapter "
-        "(training/train_lora.py).",
+    """Add the `push` subcommand to the `mnist-diffusion` parser; the token comes from `HF_TOKEN` or the login."""
+    hub = commands.add_parser(
+        "push",
+        help="Upload a saved pipeline to the Hugging Face Hub, with a model card.",
+        description="Upload a saved pipeline to the Hugging Face Hub, with its code, model card and samples. The "
+        "token is read from HF_TOKEN or from `hf auth login`, never from the command line (where other users' "
+        "process lists would show it).",
     )
+    hub.add_argument("model", help="Folder of a pipeline saved with save_pretrained (or by training/train.py).")
     hub.add_argument("--repo-id", required=True, help='Hub repo, e.g. "user/mnist-diffusion"; created if needed.')
     hub.add_argument("--revision", help="Branch to push to, created from main if needed (default main).")
     hub.add_argument("--private", action="store_true", help="Create the repo as private (an existing repo is kept).")
@@ -60,5 +58,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     hub.add_argument("--no-samples", dest="samples", action="store_false", help="Do not generate samples.png.")
     hub.add_argument("--sample-steps", type=int, default=50, help="Denoising steps for samples.png (default 50).")
-    hub.add_argument("--token", help="Hub token (default: HF_TOKEN, or the one saved by `hf auth login`).")
+    hub.add_argument("--token", action=RefuseToken, help=argparse.SUPPRESS)
     hub.set_defaults(func=push)

@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
-import PIL.Image
-import torch
-from diffusers.image_processor import VaeImageProcessor
-from matplotlib.figure import Figure
+from ..loading import SCHEDULERS, check_model_argument, open_pipeline, parse_class_label
+from .arguments import check_image_output, finite_float
 
-from ..data import decode_images, load_split
-from ..interpolation import interpolate
-from ..schedulers import MnistDDPMScheduler
-from ..visualization import (
-    class_grid,
-    denoising_figure,
-    denoising_frames,
-    forward_process_figure,
-    labeled_grid,
-    plot_training_curves,
-    read_training_curves,
-    save_gif,
-    style_grid,
-)
-from .loading import (
-    SCHEDULERS,
-    check_image_output,
-    check_model_argument,
-    finite_float,
-    open_pipeline,
-    parse_class_label,
-)
+if TYPE_CHECKING:
+    import PIL.Image
+    import torch
+    from matplotlib.figure import Figure
 
 
 def _output(path: str, suffix: str) -> Path:
@@ -42,6 +23,8 @@ def _output(path: str, suffix: str) -> Path:
 
 def _save(figure: PIL.Image.Image | Figure, output: Path) -> None:
     """Save a PIL image or a matplotlib figure to `output`, its folder created."""
+    from matplotlib.figure import Figure
+
     output.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(figure, Figure):
         figure.savefig(output)
@@ -50,6 +33,8 @@ def _save(figure: PIL.Image.Image | Figure, output: Path) -> None:
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
+    import torch
+
     return {
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance_scale,
@@ -58,15 +43,62 @@ def _sampling_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
+def check_hub_dataset(name: str) -> None:
+    r"""
+    Refuse a `--dataset` Hub id at once when the Hub cannot be reached, instead of after `datasets`' half a minute of
+    retries; a local folder, offline mode (`HF_HUB_OFFLINE=1`, which reads the cache) and a Hub that answers pass.
+    """
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if os.path.exists(name) or constants.HF_HUB_OFFLINE:
+        return
+    try:
+        HfApi().dataset_info(name)
+    except HfHubHTTPError:  # the Hub answered (no such dataset, gated, ...): `datasets` says what it means
+        return
+    except Exception as error:  # the HTTP client's connection errors, which huggingface_hub does not wrap
+        raise ValueError(
+            f"--dataset {name!r} is not a local folder and the Hub ({constants.ENDPOINT}) cannot be reached "
+            f"({type(error).__name__}); leave out --dataset to use the real MNIST test digits shipped with the "
+            "package, give a local copy (e.g. a folder of parquet files), or set HF_HUB_OFFLINE=1 to read a cached "
+            "copy."
+        ) from None
+
+
 def load_digit(args: argparse.Namespace) -> tuple[torch.Tensor, str]:
-    """The real image of `forward` in [-1, 1] `(1, 1, res, res)` (from `--image` or `--dataset`) and its name."""
+    r"""
+    The real image of `forward` in [-1, 1] `(1, 1, res, res)` and its name: from `--image`, `--dataset`, or by
+    default the MNIST test digits shipped with the package (two of each class, as in the demo).
+    """
+    import torch.nn.functional as F
+    from diffusers.image_processor import VaeImageProcessor
+
+    from ..data import decode_images, load_split
+
+    if args.image is None and args.dataset is None:
+        from ..demo.test_digits import load_test_digits
+
+        digits, labels = load_test_digits()
+        if not 0 <= args.index < len(digits):
+            raise ValueError(
+                f"--index is {args.index}; expected 0..{len(digits) - 1} (the shipped MNIST test digits; pass "
+                "--dataset for others)."
+            )
+        digit = digits[args.index : args.index + 1]
+        if digit.shape[-1] != args.resolution:
+            digit = F.interpolate(digit, size=(args.resolution,) * 2, mode="bilinear", antialias=True)
+        return digit, f"shipped MNIST test digit {args.index} (a {labels[args.index].item()})"
     if args.image is not None:
+        import datasets
+
         if not Path(args.image).is_file():
             raise ValueError(f"--image {args.image!r} is not a file; expected an image file (white ink on black).")
         features = datasets.Features({"image": datasets.Image()})
         split = datasets.Dataset.from_dict({"image": [args.image]}, features=features)
         index, name = 0, Path(args.image).name
     else:
+        check_hub_dataset(args.dataset)
         split = load_split(args.dataset, split=args.split)
         if not 0 <= args.index < len(split):
             raise ValueError(
@@ -80,6 +112,11 @@ def load_digit(args: argparse.Namespace) -> tuple[torch.Tensor, str]:
 
 def forward(args: argparse.Namespace) -> Path:
     """Save the forward-process figure of one real digit."""
+    import torch
+
+    from ..schedulers import MnistDDPMScheduler
+    from ..visualization import forward_process_figure
+
     if args.model is None:
         scheduler = MnistDDPMScheduler()
     else:
@@ -96,6 +133,8 @@ def forward(args: argparse.Namespace) -> Path:
 
 def denoise(args: argparse.Namespace) -> tuple[Path, Path]:
     """Save the denoising trajectory of a prompt and/or class label as a PNG figure and a GIF."""
+    from ..visualization import denoising_figure, denoising_frames, save_gif
+
     if args.prompt is None and args.class_label is None:
         raise ValueError("Give a prompt, --class-label, or both.")
     png, gif = _output(args.output, ".png"), _output(args.output, ".gif")
@@ -114,6 +153,8 @@ def denoise(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def styles(args: argparse.Namespace) -> Path:
     """Save one class in every style (thickness x slant, optionally size)."""
+    from ..visualization import style_grid
+
     output = _output(args.output, ".png")
     pipe = open_pipeline(args.model, args.scheduler)
     figure = style_grid(pipe, parse_class_label(args.label), args.num_images, args.sizes, **_sampling_kwargs(args))
@@ -124,6 +165,8 @@ def styles(args: argparse.Namespace) -> Path:
 
 def classes(args: argparse.Namespace) -> Path:
     """Save a grid of every class, a row per class."""
+    from ..visualization import class_grid
+
     output = _output(args.output, ".png")
     pipe = open_pipeline(args.model, args.scheduler)
     figure = class_grid(pipe, args.num_images, **_sampling_kwargs(args))
@@ -134,6 +177,9 @@ def classes(args: argparse.Namespace) -> Path:
 
 def interpolation(args: argparse.Namespace) -> Path:
     """Save a row of frames morphing between two prompts, two class labels and/or two seeds."""
+    from ..interpolation import interpolate
+    from ..visualization import labeled_grid
+
     prompts = (args.start, args.end) if args.start is not None or args.end is not None else None
     if prompts is not None and None in prompts:
         raise ValueError('Give two prompts (start and end), e.g. "a 3" "an 8".')
@@ -162,6 +208,8 @@ def interpolation(args: argparse.Namespace) -> Path:
 
 def training(args: argparse.Namespace) -> Path:
     """Plot the loss, learning rate and evaluation curves of a training run."""
+    from ..visualization import plot_training_curves, read_training_curves
+
     output = _output(args.output, ".png")
     curves = read_training_curves(args.run)
     _save(plot_training_curves(curves, title=str(args.run)), output)
@@ -195,9 +243,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "config, or without --model the default MnistDDPMScheduler (the schedule training/train.py trains with).",
     )
     fwd.add_argument("--model", help="A saved pipeline whose scheduler config to use (default: MnistDDPMScheduler()).")
-    fwd.add_argument("--dataset", default="ylecun/mnist", help="Hub id or local folder (e.g. ../shared/data/mnist).")
-    fwd.add_argument("--split", default="test", help="Dataset split (default test).")
-    fwd.add_argument("--index", type=int, default=0, help="Row of the split (default 0).")
+    fwd.add_argument(
+        "--dataset",
+        help="A dataset to take the digit from: Hub id (e.g. ylecun/mnist) or local folder (default: the real MNIST "
+        "test digits shipped with the package, two of each class).",
+    )
+    fwd.add_argument("--split", default="test", help="Split of --dataset (default test).")
+    fwd.add_argument("--index", type=int, default=0, help="Row of the split, or of the shipped digits (default 0).")
     fwd.add_argument("--image", help="An image file to use instead of the dataset (white ink on black).")
     fwd.add_argument("--resolution", type=int, default=28, help="Images are resized only if their size differs.")
     fwd.add_argument("-o", "--output", default="forward.png", help="Output PNG (default forward.png).")

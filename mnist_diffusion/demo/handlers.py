@@ -19,8 +19,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from ..captions import SLANT_WORDS, THICKNESS_WORDS
-from ..commands.loading import parse_class_label
 from ..image_grid import image_grid
+from ..loading import parse_class_label
 from ..schedulers import predict_original_sample
 from ..visualization import style_prompts, to_images
 from .batching import GenerationRequest, SamplingWorker

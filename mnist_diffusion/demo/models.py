@@ -5,17 +5,14 @@ from __future__ import annotations
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DDIMScheduler
 
-from ..commands.loading import SCHEDULERS, open_pipeline
 from ..evaluation import class_names_and_classifier
-from ..models.unet_mnist import MnistUNet2DConditionModel
+from ..loading import fast_views, open_pipeline, scheduler_from_config
 from ..pipelines import MnistDiffusionPipeline, MnistImg2ImgPipeline, MnistInpaintPipeline
-from ..pretrained import FAST_DIFFUSION_MODEL, FAST_UNET_SUBFOLDERS, fast_unet_subfolder
 from ..schedulers import MnistDDPMScheduler
 from .test_digits import load_test_digits
 
-#: The schedulers offered in the demo: display name -> key of `mnist_diffusion.commands.loading.SCHEDULERS`.
+#: The schedulers offered in the demo: display name -> key of `mnist_diffusion.loading.SCHEDULERS`.
 SCHEDULER_NAMES = {"DPM-Solver++": "dpm", "DDIM": "ddim", "DDPM": "ddpm"}
 #: The Generate tab's sampler for the shipped few-step student (`mnist-diffusion generate --fast`).
 FEW_STEP = "Few-step (distilled)"
@@ -71,21 +68,11 @@ class DemoModels:
         )
         for name, key in SCHEDULER_NAMES.items():
             for views, cls in kinds:
-                views[name] = cls.from_pipe(base, scheduler=SCHEDULERS[key].from_config(base.scheduler.config))
+                views[name] = cls.from_pipe(base, scheduler=scheduler_from_config(key, base.scheduler.config))
         #: The few-step sampler's view for each step count it takes (empty for a model without students).
         self.few_step: dict[int, MnistDiffusionPipeline] = {}
         if model is None:
-            scheduler_config = DDIMScheduler.load_config(FAST_DIFFUSION_MODEL, subfolder="scheduler")
-            unets = {
-                subfolder: MnistUNet2DConditionModel.from_pretrained(FAST_DIFFUSION_MODEL, subfolder=subfolder)
-                for subfolder in FAST_UNET_SUBFOLDERS.values()
-            }
-            for steps in range(1, MAX_FEW_STEPS + 1):
-                self.few_step[steps] = MnistDiffusionPipeline.from_pipe(
-                    base,
-                    unet=unets[fast_unet_subfolder(steps)],
-                    scheduler=DDIMScheduler.from_config(scheduler_config),  # an instance per view
-                )
+            self.few_step = fast_views(base, range(1, MAX_FEW_STEPS + 1))
         #: The Generate tab's samplers: the few-step student first when there is one, then `pipes`.
         self.samplers: dict[str, MnistDiffusionPipeline] = {FEW_STEP: self.few_step[4]} if self.few_step else {}
         self.samplers |= self.pipes

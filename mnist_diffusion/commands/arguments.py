@@ -1,0 +1,73 @@
+"""Flag types and checks the subcommands share: finite floats, output paths checked before any work, guidance flags."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+#: The extensions named in errors about image outputs (PIL writes more; any of them is accepted).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def finite_float(value: str) -> float:
+    """An argparse `type`: a finite float (`nan` and `inf` are refused with the flag named by argparse)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"{value} is not a finite number")
+    return number
+
+
+def _check_parent(flag: str, path: Path) -> None:
+    """Refuse `path` when its nearest existing ancestor is a file or cannot be written to."""
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} is inside {str(parent)!r}, which is a file; expected a folder path.")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{flag} {str(path)!r}: cannot write in {str(parent)!r}; expected a writable location.")
+
+
+def check_image_output(flag: str, path: str | os.PathLike) -> Path:
+    """Check, before any work, that an image can be written to `path` (not a folder, an image extension PIL saves)."""
+    import PIL.Image
+
+    output = Path(path)
+    if output.is_dir():
+        raise ValueError(f"{flag} {str(output)!r} is a folder; expected an image file path such as samples.png.")
+    formats = PIL.Image.registered_extensions()
+    if formats.get(output.suffix.lower()) not in PIL.Image.SAVE:
+        saveable = sorted(ext for ext, fmt in formats.items() if fmt in PIL.Image.SAVE and ext in IMAGE_EXTENSIONS)
+        raise ValueError(f"{flag} {str(output)!r} has no image extension PIL can write; expected one of {saveable}.")
+    _check_parent(flag, output)
+    return output
+
+
+def check_output_folder(flag: str, path: str | os.PathLike) -> Path:
+    """Check, before any work, that `path` is a folder or can be created as one."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{flag} {str(folder)!r} is a file; expected a folder (new or existing).")
+    _check_parent(flag, folder)
+    return folder
+
+
+def add_guidance_interval_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--guidance-start` / `--guidance-stop`, the pipeline's guidance interval, for the commands that sample."""
+    parser.add_argument(
+        "--guidance-start",
+        type=finite_float,
+        default=0.0,
+        help="Start guiding after this fraction of the steps (default 0.0); unguided steps cost half.",
+    )
+    parser.add_argument(
+        "--guidance-stop",
+        type=finite_float,
+        default=1.0,
+        help="Stop guiding after this fraction of the steps (default 1.0: guide to the end).",
+    )
