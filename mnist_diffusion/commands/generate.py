@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..loading import SCHEDULERS, open_fast_pipeline, open_pipeline, parse_class_label
+from ..pretrained import FAST_GUIDANCE_SCALE, FAST_STEPS
 from .arguments import add_guidance_interval_arguments, check_image_output, finite_float
 
 if TYPE_CHECKING:
@@ -17,9 +18,6 @@ if TYPE_CHECKING:
 MAX_IMAGES = 10_000
 #: `-n` when not given.
 DEFAULT_IMAGES = 16
-
-# `--fast` defaults: the few-step model's steps and guidance scale (see the model card).
-FAST_STEPS, FAST_GUIDANCE_SCALE = 4, 1.45
 
 
 def generate(args: argparse.Namespace) -> Path:
@@ -67,6 +65,12 @@ def generate(args: argparse.Namespace) -> Path:
         pipe = open_fast_pipeline(steps, args.scheduler)
     else:
         pipe = open_pipeline(args.model, args.scheduler)
+    if args.lora or args.lora_scale:
+        from ..lora_hub import load_lora_adapters
+
+        if not args.lora:
+            raise ValueError("--lora-scale applies to LoRA adapters; pass --lora DIR_OR_REPO too.")
+        load_lora_adapters(pipe, args.lora, args.lora_scale)
     sampling = {
         "prompt": args.prompt,
         "class_labels": parse_class_label(args.class_label),
@@ -146,6 +150,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_guidance_interval_arguments(gen)
     gen.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
+    gen.add_argument(
+        "--lora",
+        action="append",
+        metavar="DIR_OR_REPO",
+        help="A LoRA adapter (folder or Hub repo id, e.g. from training/train_lora.py) for the model; repeat to blend "
+        "several.",
+    )
+    gen.add_argument(
+        "--lora-scale",
+        type=finite_float,
+        action="append",
+        metavar="S",
+        help="Weight of the --lora adapters (default 1.0): once for all, or once per --lora in the same order.",
+    )
     gen.add_argument("--seed", type=int, default=0, help="Image i uses seed + i (default 0).")
     gen.add_argument(
         "--batch-size", type=int, default=64, help="Images per pipeline call; bounds the memory (default 64)."
