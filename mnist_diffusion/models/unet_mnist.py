@@ -266,15 +266,29 @@ class MnistUNet2DConditionModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         """Height and width of an input must be multiples of this number."""
         return self.config.patch_size * 2 ** (len(self.config.block_out_channels) - 1)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str = "10GB",
+        **kwargs,
+    ) -> None:
         r"""
         `ModelMixin.save_pretrained`, without this machine's folder in the saved config: a `_name_or_path` that is a
-        local path rather than a Hub repo id is left out (see [`~models.saved_config.without_local_paths`]).
+        local path rather than a Hub repo id is left out (see [`~models.saved_config.without_local_paths`]). The
+        arguments a pipeline's `save_pretrained` passes on are named, as diffusers looks them up in the signature.
         """
         from mnist_diffusion.models.saved_config import without_local_paths  # a package-only method (not uploaded)
 
         with without_local_paths(self):
-            super().save_pretrained(save_directory, **kwargs)
+            super().save_pretrained(
+                save_directory,
+                safe_serialization=safe_serialization,
+                variant=variant,
+                max_shard_size=max_shard_size,
+                **kwargs,
+            )
 
     def _conditioning_embedding(
         self,
