@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import analyze, demo, evaluate, generate, img2img, inpaint, push, visualize
+from .commands import analyze, demo, evaluate, generate, generate_dataset, img2img, inpaint, push, visualize
 
 # Each module adds its subcommand with `register(subparsers)`; the order is the order of `mnist-diffusion --help`.
-COMMANDS = [generate, img2img, inpaint, evaluate, analyze, visualize, push, demo]
+COMMANDS = [generate, generate_dataset, img2img, inpaint, evaluate, analyze, visualize, push, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

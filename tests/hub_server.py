@@ -18,6 +18,8 @@ import yaml
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
 REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
 REV = r"(?P<rev>[^/]+)"
+# Model repos are stored under their id ("user/name"), dataset repos under "datasets/user/name".
+KIND = r"(?P<kind>models|datasets)"
 
 
 def git_blob_sha(content: bytes) -> str:
@@ -70,12 +72,12 @@ class HubApp:
         self.routes = [
             ("POST", r"/api/repos/create", self.create_repo),
             ("POST", r"/api/validate-yaml", self.validate_yaml),
-            ("POST", rf"/api/models/{REPO}/preupload/{REV}", self.preupload),
-            ("POST", rf"/api/models/{REPO}/commit/{REV}", self.commit),
-            ("POST", rf"/api/models/{REPO}/branch/{REV}", self.create_branch),
-            ("GET", rf"/api/models/{REPO}(?:/revision/{REV})?", self.repo_info),
-            ("GET", rf"/api/models/{REPO}/tree/{REV}(?:/(?P<path>.+))?", self.tree),
-            ("GET|HEAD", rf"/{REPO}/resolve/{REV}/(?P<path>.+)", self.resolve),
+            ("POST", rf"/api/{KIND}/{REPO}/preupload/{REV}", self.preupload),
+            ("POST", rf"/api/{KIND}/{REPO}/commit/{REV}", self.commit),
+            ("POST", rf"/api/{KIND}/{REPO}/branch/{REV}", self.create_branch),
+            ("GET", rf"/api/{KIND}/{REPO}(?:/revision/{REV})?", self.repo_info),
+            ("GET", rf"/api/{KIND}/{REPO}/tree/{REV}(?:/(?P<path>.+))?", self.tree),
+            ("GET|HEAD", rf"/(?:(?P<kind>datasets)/)?{REPO}/resolve/{REV}/(?P<path>.+)", self.resolve),
         ]
 
     def __call__(self, environ, start_response):
@@ -84,8 +86,11 @@ class HubApp:
             for methods, pattern, handler in self.routes:
                 match = re.fullmatch(pattern, path)
                 if match and method in methods.split("|"):
+                    kwargs = match.groupdict()
+                    if kwargs.pop("kind", None) == "datasets":
+                        kwargs["repo"] = f"datasets/{kwargs['repo']}"
                     with self.lock:
-                        status, headers, body = handler(environ, **match.groupdict())
+                        status, headers, body = handler(environ, **kwargs)
                     break
             else:
                 raise HttpError("404 Not Found", f"No route for {method} {path}")
@@ -108,7 +113,7 @@ class HubApp:
         repo, user = self.repos.get(repo_id), self.user(environ)
         if repo is None or (repo.private and user is None):
             raise HttpError("404 Not Found", f"Repository {repo_id} not found", "RepoNotFound")
-        if write and user != repo_id.split("/")[0]:
+        if write and user != repo_id.removeprefix("datasets/").split("/")[0]:
             raise HttpError("403 Forbidden", f"You don't have the rights to write to {repo_id}")
         return repo
 
@@ -135,6 +140,7 @@ class HubApp:
         repo_id = f"{payload.get('organization') or user}/{payload['name']}"
         if repo_id.split("/")[0] != user:
             raise HttpError("403 Forbidden", f"You don't have the rights to create a model under {repo_id}")
+        repo_id = f"datasets/{repo_id}" if payload.get("type") == "dataset" else repo_id
         if repo_id in self.repos:
             raise HttpError("409 Conflict", "You already created this model repo", url=f"{self.base_url}/{repo_id}")
         repo = Repo(private=payload.get("visibility", "public") != "public" or bool(payload.get("private")))
