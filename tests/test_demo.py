@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shlex
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from PIL import Image
 from mnist_diffusion.classifier import MnistClassifier
 from mnist_diffusion.cli import main
 from mnist_diffusion.demo.models import FEW_STEP
-from mnist_diffusion.pretrained import MNIST_CLASSIFIER
+from mnist_diffusion.pretrained import FAST_GUIDANCE_SCALE, MNIST_CLASSIFIER
 
 MISSING = [name for name in ("gradio", "gradio_client", "playwright") if importlib.util.find_spec(name) is None]
 if MISSING:
@@ -152,8 +154,11 @@ def test_few_step_sampler_is_the_default_and_each_scheduler_brings_its_steps(pag
     steps = page.locator("#gen-steps input")
     assert page.locator("#gen-scheduler").get_by_label(FEW_STEP).is_checked()
     assert steps.input_value() == "4" and "FAST_DIFFUSION_MODEL" in code.inner_text()
+    guidance = "document.querySelector('#gen-guidance input[type=number]').value"
+    assert page.evaluate(guidance) == str(FAST_GUIDANCE_SCALE)  # as `generate --fast`
     page.locator("#gen-scheduler").get_by_label("DPM-Solver++").check()
     page.wait_for_function("() => document.querySelector('#gen-steps input').value === '20'")
+    page.wait_for_function(f"() => {guidance} === '1.4'")  # the release's recommended guidance
     page.locator("#gen-count input").fill("2")
     page.locator("#gen-button").click()
     page.locator("#gen-files a[download='image_01.png']").wait_for()
@@ -176,17 +181,23 @@ def test_style_preset_writes_the_prompt_for_the_class(page):
 @needs_browser
 def test_watch_it_denoise_streams_then_scrubs(page, tmp_path):
     page.get_by_role("tab", name="Watch it denoise").click()
-    choose(page, "watch-class", "4")
+    assert page.locator("#watch-class input").input_value() == "(none)"  # no class is chosen for the user
+    assert page.locator("#watch-prompt textarea").input_value() == "a thick upright 5"
     page.locator("#watch-steps input").fill("6")
+    page.locator("#watch-seed input").fill("1")
     page.locator("#watch-button").click()
     page.get_by_text("drag the slider").wait_for()
     assert page.locator("#watch-readings .virtual-row").count() == 6  # the classifier's reading at each step
-    assert "reads as **4**" not in page.locator("#watch-reading").inner_text()  # rendered as bold, not markdown
+    reading = page.locator("#watch-reading").inner_text()
+    assert "reads as 5 from step" in reading and "**" not in reading  # the prompt's digit, rendered as bold
     last = page.locator("#watch-xt img").get_attribute("src")
     page.locator("#watch-slider input[type=range]").fill("1")
     page.get_by_text("step 1/6").wait_for()
     assert page.locator("#watch-xt img").get_attribute("src") != last
     screenshot(page, "demo_watch.png", tmp_path)
+    choose(page, "watch-class", "0")  # a class that the prompt contradicts: the page says so
+    page.locator("#watch-button").click()
+    page.locator("#watch-reading").get_by_text("The prompt names 5 but the class is 0").wait_for()
 
 
 @needs_browser
@@ -198,6 +209,13 @@ def test_forward_process_slider_noises_the_digit(page, tmp_path):
     page.locator("#forward-noise input[type=range]").fill("90")
     page.get_by_text("timestep t=899").wait_for()
     assert noisy.get_attribute("src") != before
+    # a test 7 at a quarter of the way: the model's own guess of the clean digit still reads 7 (a classifier of
+    # clean digits, reading the noisy image, read 8)
+    page.locator("#forward-noise input[type=range]").fill("25")
+    page.get_by_text("timestep t=249").wait_for()
+    info = page.locator("#forward-info").inner_text()
+    assert "predicted x_0" in info and "reads as 7 (" in info, info
+    page.locator("#forward-predicted img").wait_for()
     choose(page, "forward-source", "my drawing")
     page.get_by_text("The drawing is blank").wait_for()  # nothing drawn yet: a message, not a crash
     draw_stroke(page, "forward-sketch", [(0.3, 0.2), (0.7, 0.2), (0.45, 0.85)])  # a "7"
@@ -232,12 +250,42 @@ def test_draw_turns_a_stroke_into_a_digit(page, classifier, tmp_path):
     grid = download(page, "#draw-files a[download='grid.png']", tmp_path / "draw_grid.png")
     readings = read_grid(grid, classifier)
     assert len(readings) == 4 and readings.count(1) >= 3, readings
+    assert "how much of the sketch to redraw" in page.locator("#draw-strength").inner_text()
     page.get_by_label("Complete it (inpainting)").check()
+    page.locator("#draw-mode-help").get_by_text("keeps your strokes exactly").wait_for()  # what the mask is
+    assert "black = kept, white = repainted" in page.locator("#draw-mode-help").inner_text()
+    strength = page.locator("#draw-strength").inner_text()
+    assert "image-to-image only" in strength and "how much" not in strength
     choose(page, "draw-class", "7")
     page.locator("#draw-button").click()
     page.get_by_text("as 7.").wait_for()
     assert "MnistInpaintPipeline" in page.locator("#draw-code .cm-content").inner_text()
+    mask = np.asarray(Image.open(download_image(page, "#draw-mask img", tmp_path / "mask.png")).convert("L"))
+    assert mask.min() == 0 and mask.max() == 255  # kept strokes black, the rest white
+    # the command under the code wraps: nothing is cut off at the right edge
+    assert "mnist-diffusion inpaint" in page.locator("#draw-code .cm-content").inner_text()
+    assert page.locator("#draw-code .cm-scroller").evaluate("e => e.scrollWidth <= e.clientWidth")
     screenshot(page, "demo_draw.png", tmp_path)
+
+
+@needs_browser
+def test_closing_the_page_stops_its_generation(browser, server, caplog):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server)
+    page.locator("#gen-scheduler").get_by_label("DDPM").check()
+    page.locator("#gen-steps input").fill("100")
+    page.locator("#gen-count input").fill("64")
+    with caplog.at_level(logging.INFO, logger="mnist_diffusion.demo.batching"):
+        page.locator("#gen-button").click()
+        page.locator("#gen-summary").get_by_text("denoising steps done").wait_for(timeout=60_000)
+        context.close()  # the user leaves while it samples
+        deadline = time.monotonic() + 60
+        while not any("cancelled" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    cancelled = [r.getMessage() for r in caplog.records if "cancelled" in r.getMessage()]
+    assert len(cancelled) == 1 and cancelled[0].startswith("Generating 64 images (DDPM, 100 steps) was cancelled")
+    assert int(cancelled[0].split("after ")[1].split()[0]) < 100
 
 
 @needs_browser
@@ -281,11 +329,82 @@ def test_api_with_gradio_client(server, classifier):
     with pytest.raises(AppError, match="Number of images is 1000"):
         client.predict("a 5", "(none)", "DPM-Solver++", 4, 1.4, 0, 1000, api_name="/generate")
     job = client.submit("", "8", "DDIM", 5, 1.4, 0, api_name="/watch")
-    updates = list(job)
-    assert len(updates) == 6  # one per step, then the final one with the slider enabled
-    assert "from step" in updates[-1][2] and len(updates[-1][3]["data"]) == 5
-    clean, noisy, info, _ = client.predict("test digit 0 (a 0)", None, 100, 0, api_name="/forward")
+    steps = [update for update in job if "step" in str(update[2])]  # (a "Waiting for the sampler" update first)
+    assert len(steps) == 6  # one per step, then the final one with the slider enabled
+    assert "from step" in steps[-1][2] and len(steps[-1][3]["data"]) == 5
+    clean, noisy, predicted, info, _ = client.predict("test digit 0 (a 0)", None, 100, 0, api_name="/forward")
     assert "t=999" in info and not np.array_equal(np.asarray(Image.open(clean)), np.asarray(Image.open(noisy)))
+    assert "predicted x_0" in info and Image.open(predicted).size == Image.open(noisy).size
+
+
+def test_api_refusals_log_one_line_each(server, caplog, capfd):
+    client = Client(server, verbose=False)
+    capfd.readouterr()
+    refusals = {
+        ("", "(none)", 2, -5): "Type a prompt or pick a class",
+        ("a 5", "(none)", 100000, 0): "Number of images is 100000; the demo allows 1 to 64.",
+        ("a 5", "(none)", 2, -5): "Seed is -5; the demo allows 0 to 2147483647.",
+    }
+    with caplog.at_level(logging.WARNING, logger="mnist_diffusion.demo.handlers"):
+        for (prompt, class_choice, count, seed), message in refusals.items():
+            with pytest.raises(AppError, match=message):
+                client.predict(prompt, class_choice, FEW_STEP, 4, 1.45, seed, count, api_name="/generate")
+    assert "Traceback" not in capfd.readouterr().err  # no traceback in the server's log
+    logged = [record.getMessage() for record in caplog.records]
+    assert len(logged) == 3 and all(message in line for line, message in zip(logged, refusals.values(), strict=True))
+
+
+def test_api_prompt_naming_nothing_is_said(server):
+    client = Client(server, verbose=False)
+    arguments = ["a banana riding a bicycle", "(none)", FEW_STEP, 1, 1.45, 0, 2]
+    *_, summary, _ = client.predict(*arguments, api_name="/generate")
+    assert summary.startswith("The prompt names no digit or class")
+
+
+def test_api_cancelled_generation_stops_early_and_the_next_is_served(server, caplog):
+    client = Client(server, verbose=False)
+    with caplog.at_level(logging.INFO, logger="mnist_diffusion.demo.batching"):
+        job = client.submit("a 3", "(none)", "DDPM", 100, 1.4, 0, 64, api_name="/generate")
+        deadline = time.monotonic() + 60
+        while not any("denoising steps done" in str(output[2]) for output in job.outputs()):
+            assert time.monotonic() < deadline, "no progress reported"
+            time.sleep(0.05)  # until sampling has started
+        job.cancel()
+        _, files, summary, _ = client.predict("a 4", "(none)", FEW_STEP, 1, 1.45, 0, 1, api_name="/generate")
+    assert len(files) == 2 and "4" in summary
+    cancelled = [r.getMessage() for r in caplog.records if "cancelled" in r.getMessage()]
+    assert len(cancelled) == 1 and cancelled[0].startswith("Generating 64 images (DDPM, 100 steps) was cancelled")
+    assert int(cancelled[0].split("after ")[1].split()[0]) < 100
+
+
+def peak_memory_growth(action) -> int:
+    """Bytes by which this process's peak resident memory grew while `action()` ran (Linux)."""
+
+    def read(field: str) -> int:
+        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+        return int(line.split()[1]) * 1024
+
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current size
+    before = read("VmRSS:")
+    action()
+    return read("VmHWM:") - before
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures memory through Linux's /proc")
+def test_api_huge_upload_is_refused_before_it_is_decoded(server, tmp_path):
+    huge = tmp_path / "huge.png"
+    Image.new("1", (12000, 12000)).save(huge)  # 144 million pixels (576 MB as RGBA) in a small file
+    client = Client(server, verbose=False)
+    sketch = {"background": handle_file(huge), "layers": [], "composite": handle_file(huge)}
+    message = "12000x12000 pixels; the demo takes at most 4,194,304 pixels"
+
+    def upload():
+        with pytest.raises(AppError, match=message):
+            client.predict(sketch, "Image-to-image", "", "7", 0.6, "DDIM", 6, 1.4, 0, 2, api_name="/draw")
+        with pytest.raises(AppError, match=message):
+            client.predict("my drawing", sketch, 50, 0, api_name="/forward")
+
+    assert peak_memory_growth(upload) < 200 * 2**20
 
 
 def test_api_few_step_sampler_its_code_and_command(server, classifier, tmp_path, monkeypatch):
@@ -336,11 +455,12 @@ def test_api_draw_and_its_code(server, tmp_path, monkeypatch):
     sketch = {"background": handle_file(drawing_file), "layers": [], "composite": handle_file(drawing_file)}
     client = Client(server, verbose=False)
     arguments = ["Complete it (inpainting)", "", "7", 0.6, "DDIM", 6, 1.4, 0, 2]
-    seen, grid, files, summary, code = client.predict(sketch, *arguments, api_name="/draw")
+    seen, mask, grid, files, summary, code = client.predict(sketch, *arguments, api_name="/draw")
     names = [Path(f).name for f in files]
     assert names == ["grid.png", "image_00.png", "image_01.png", "drawing.png", "mask.png"]
     stroke = np.asarray(Image.open(files[3])) > 25
     assert 30 < stroke.sum() < 300 and not (np.asarray(Image.open(files[4])) > 0)[stroke].any()  # strokes are kept
+    assert Image.open(mask).size == Image.open(seen).size  # the mask is shown beside the drawing
     # The code beside the result, run on the downloaded drawing.png and mask.png, makes the same images.
     for path in files[3:]:
         shutil.copy(path, tmp_path / Path(path).name)

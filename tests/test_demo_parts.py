@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import logging
+import tempfile
 import threading
+from concurrent.futures import CancelledError
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mnist_diffusion import MnistDiffusionPipeline
 from mnist_diffusion.classifier import MnistClassifier
 from mnist_diffusion.cli import main
-from mnist_diffusion.demo.batching import GenerationRequest, SamplingWorker
+from mnist_diffusion.demo.batching import GenerationRequest, SamplingCancelled, SamplingControl, SamplingWorker
 from mnist_diffusion.demo.drawing import sketch_to_digit
 from mnist_diffusion.demo.models import FEW_STEP, DemoModels
 from mnist_diffusion.demo.test_digits import load_test_digits
 from mnist_diffusion.loading import open_pipeline
-from mnist_diffusion.pretrained import FAST_DIFFUSION_MODEL, MNIST_CLASSIFIER
+from mnist_diffusion.pretrained import FAST_DIFFUSION_MODEL, FAST_GUIDANCE_SCALE, FAST_STEPS, MNIST_CLASSIFIER
+from mnist_diffusion.visualization import to_images
+
+gradio = pytest.importorskip("gradio", reason="the demo's handlers need gradio: pip install -e '.[demo]'")
+
+from mnist_diffusion.demo.handlers import DemoHandlers, named_classes  # noqa: E402
+from mnist_diffusion.demo.sketchpad import MAX_DRAWING_PIXELS, check_drawing_size  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models():
+    return DemoModels()
+
+
+@pytest.fixture
+def handlers(models):
+    worker = SamplingWorker(models.samplers, read_images=models.read_images, by_steps={FEW_STEP: models.few_step})
+    yield DemoHandlers(models, worker, Path(tempfile.mkdtemp(prefix="mnist-diffusion-demo-test-")))
+    worker.close()
 
 
 def test_shipped_test_digits_are_real_digits_of_each_class():
@@ -159,3 +182,101 @@ def test_a_custom_model_has_no_few_step_sampler(tmp_path):
 def test_demo_command_refuses_a_bad_port(capsys):
     assert main(["demo", "--port", "70000"]) == 2
     assert "--port is 70000" in capsys.readouterr().err
+
+
+def test_a_prompt_naming_no_class_or_another_class_than_the_one_picked_is_pointed_out(handlers):
+    digits = [str(i) for i in range(10)]
+    assert named_classes("a thick upright 5", digits) == [5] and named_classes("Seven, or a 1", digits) == [1, 7]
+    assert named_classes("a banana riding a bicycle", digits) == [] and named_classes("a 17", digits) == []
+    fashion = ["T-shirt/top", "Trouser", "Ankle boot"]
+    assert named_classes("a red t-shirt", fashion) == [0] and named_classes("an ankle boot", fashion) == [2]
+    assert "names no digit or class" in handlers.conditioning_note("a banana riding a bicycle", None)
+    assert handlers.conditioning_note("a banana riding a bicycle", 3) is None  # the class says what to draw
+    assert "names 5 but the class is 0" in handlers.conditioning_note("a thick upright 5", 0)
+    assert handlers.conditioning_note("a thick upright 5", 5) is None
+    assert handlers.conditioning_note("a thick upright 5", None) is None
+    *_, (_, _, summary, _) = handlers.generate("a banana riding a bicycle", "(none)", FEW_STEP, 1, 1.45, 0, 2)
+    assert summary.startswith("The prompt names no digit or class") and "The classifier reads them" in summary
+
+
+def test_few_step_defaults_are_the_clis(handlers):
+    from mnist_diffusion.commands import generate
+
+    assert handlers.default_settings(FEW_STEP) == (FAST_STEPS, FAST_GUIDANCE_SCALE)
+    assert handlers.default_settings("DPM-Solver++") == (20, 1.4)  # the release's recommended setting
+    assert (generate.FAST_STEPS, generate.FAST_GUIDANCE_SCALE) == (FAST_STEPS, FAST_GUIDANCE_SCALE)
+
+
+def test_forward_process_reads_the_models_predicted_x0_not_the_noisy_image(handlers):
+    two = next(choice for choice in handlers.digit_choices if choice.endswith("(a 2)"))
+    clean, noisy, predicted, info, _ = handlers.forward(two, None, 0, 0)
+    assert predicted is None and "The classifier reads it as **2**" in info  # a clean digit: the classifier knows it
+    for percent in (10, 25, 40):
+        clean, noisy, predicted, info, _ = handlers.forward(two, None, percent, 0)
+        assert "predicted x_0" in info and "reads as **2**" in info, info
+        assert predicted.size == noisy.size and np.asarray(predicted).std() > 0
+    namespace = {}
+    exec(handlers.forward(two, None, 25, 3)[-1], namespace)  # noqa: S102 - the tab's own snippet makes the same
+    shown = np.asarray(handlers.forward(two, None, 25, 3)[2], dtype=int)[::8, ::8]  # shown 8x enlarged
+    made = np.asarray(to_images(namespace["predicted"])[0], dtype=int)
+    assert np.abs(shown - made).max() <= 2
+
+
+def test_worker_stops_a_cancelled_generation_after_its_current_step(models, caplog):
+    worker = SamplingWorker(models.pipes)
+    try:
+        release = threading.Event()
+        worker.submit(release.wait)  # hold the worker: the next job queues behind it
+        queued = SamplingControl()
+        never = worker.submit_generation(GenerationRequest(None, 3, "DDPM", 100, 1.4, 0, 4), queued)
+        never.cancel()  # cancelled while queued: never runs
+        long = GenerationRequest(None, 5, "DDPM", 100, 1.4, seed=0, num_images=8)
+        control = SamplingControl()
+        future = worker.submit_generation(long, control)
+        release.set()
+        while control.steps < 2:
+            threading.Event().wait(0.01)
+        with caplog.at_level(logging.INFO, logger="mnist_diffusion.demo.batching"):
+            control.cancel()
+            with pytest.raises(SamplingCancelled, match="cancelled by its caller after"):
+                future.result()
+        assert control.steps < 100 and queued.steps == 0
+        with pytest.raises(CancelledError):
+            never.result()
+        assert [r.getMessage() for r in caplog.records] == [
+            f"Generating 8 images (DDPM, 100 steps) was cancelled by its caller after {control.steps} denoising steps."
+        ]
+        # the worker serves the next request
+        generation = worker.generate(GenerationRequest(None, 5, "DPM-Solver++", 2, 1.4, seed=0, num_images=1))
+        assert len(generation.images) == 1
+    finally:
+        worker.close()
+
+
+def test_a_merged_call_runs_on_while_one_of_its_requests_is_still_wanted(models):
+    worker = SamplingWorker(models.pipes)
+    try:
+        release = threading.Event()
+        worker.submit(release.wait)
+        wanted, dropped = SamplingControl(), SamplingControl()
+        kept = worker.submit_generation(GenerationRequest(None, 3, "DDIM", 6, 1.4, 0, 1), wanted)
+        gone = worker.submit_generation(GenerationRequest(None, 5, "DDIM", 6, 1.4, 0, 1), dropped)
+        dropped.cancel()
+        release.set()
+        assert len(kept.result().images) == 1 and wanted.steps == 6
+        assert len(gone.result().images) == 1  # computed with the other in one call
+    finally:
+        worker.close()
+
+
+def test_huge_drawing_is_refused_from_its_header(tmp_path):
+    huge = tmp_path / "huge.png"
+    Image.new("1", (12000, 12000)).save(huge)  # 144 million pixels in a small file
+    assert huge.stat().st_size < 1_000_000
+    with pytest.raises(gradio.Error, match=r"12000x12000 pixels; the demo takes at most 4,194,304 pixels \(2048x"):
+        check_drawing_size(huge)
+    with pytest.raises(gradio.Error, match="not an image"):
+        check_drawing_size(b"not a png")
+    Image.new("L", (2048, 2048)).save(tmp_path / "ok.png")
+    check_drawing_size(tmp_path / "ok.png")
+    assert MAX_DRAWING_PIXELS == 2048 * 2048

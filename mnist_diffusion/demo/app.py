@@ -7,20 +7,22 @@ from pathlib import Path
 
 import gradio as gr
 import torch
-from PIL import Image
 
 from .batching import SamplingWorker
 from .handlers import (
+    DRAW_MODE_HELP,
     DRAW_MODES,
     MAX_DRAW_IMAGES,
     MAX_GUIDANCE,
     MAX_IMAGES,
     MAX_STEPS,
     NO_CLASS,
+    STRENGTH_LABELS,
     STYLE_PRESETS,
     DemoHandlers,
 )
-from .models import DEFAULT_STEPS, FEW_STEP, MAX_FEW_STEPS, SCHEDULER_NAMES, DemoModels
+from .models import DEFAULT_GUIDANCE, DEFAULT_STEPS, FEW_STEP, MAX_FEW_STEPS, SCHEDULER_NAMES, DemoModels
+from .sketchpad import sketchpad
 from .snippets import draw_snippet, forward_snippet, generate_snippet, watch_snippet
 
 #: Generation requests let into the app at once. They only wait on the sampling worker, which merges them into
@@ -34,19 +36,6 @@ QUEUE_SIZE = 128
 INTRO = """# mnist-diffusion: diffusion you can watch
 Small text- and class-conditioned diffusion models for handwritten digits, running on this machine's CPU.
 Each tab shows the Python call (and the `mnist-diffusion` command) that does the same."""
-
-
-def sketchpad(label: str, elem_id: str) -> gr.Sketchpad:
-    """A 280x280 black sketchpad with a white brush, as MNIST digits look (dark-on-light drawings work too)."""
-    return gr.Sketchpad(
-        value=Image.new("RGB", (280, 280)),
-        label=label,
-        canvas_size=(280, 280),
-        fixed_canvas=True,
-        brush=gr.Brush(default_size=20, colors=["#ffffff"], color_mode="fixed"),
-        format="png",
-        elem_id=elem_id,
-    )
 
 
 def conditioning_inputs(
@@ -67,8 +56,8 @@ def conditioning_inputs(
 
 
 def code_view(prefix: str, code: str) -> gr.Code:
-    """The tab's equivalent Python (and CLI) code, element id `{prefix}-code`."""
-    return gr.Code(code, language="python", label="The same in Python", elem_id=f"{prefix}-code")
+    """The tab's equivalent Python (and CLI) code, element id `{prefix}-code`; long lines (the command) wrap."""
+    return gr.Code(code, language="python", label="The same in Python", wrap_lines=True, elem_id=f"{prefix}-code")
 
 
 def sampling_inputs(prefix: str, schedulers: list[str] | None = None) -> tuple[gr.Component, ...]:
@@ -80,7 +69,10 @@ def sampling_inputs(prefix: str, schedulers: list[str] | None = None) -> tuple[g
     scheduler = gr.Radio(schedulers, value=schedulers[0], label="Scheduler", elem_id=f"{prefix}-scheduler")
     limits = f"1-{MAX_STEPS}" + (f"; few-step 1-{MAX_FEW_STEPS}" if FEW_STEP in schedulers else "")
     steps = gr.Number(DEFAULT_STEPS[schedulers[0]], label=f"Steps ({limits})", precision=0, elem_id=f"{prefix}-steps")
-    guidance = gr.Slider(0, MAX_GUIDANCE, 1.4, step=0.1, label="Guidance scale", elem_id=f"{prefix}-guidance")
+    default_guidance = DEFAULT_GUIDANCE[schedulers[0]]
+    guidance = gr.Slider(
+        0, MAX_GUIDANCE, default_guidance, step=0.05, label="Guidance scale", elem_id=f"{prefix}-guidance"
+    )
     seed = gr.Number(0, label="Seed", precision=0, elem_id=f"{prefix}-seed")
     return scheduler, steps, guidance, seed
 
@@ -105,7 +97,6 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
     models = DemoModels(model) if models is None else models
     worker = SamplingWorker(models.samplers, read_images=models.read_images, by_steps={FEW_STEP: models.few_step})
     handlers = DemoHandlers(models, worker, Path(tempfile.mkdtemp(prefix="mnist-diffusion-demo-")))
-    first_class = handlers.class_choices[1] if len(handlers.class_choices) > 1 else NO_CLASS
     with gr.Blocks(title="mnist-diffusion demo") as demo:
         gr.Markdown(INTRO)
         with gr.Tab("Generate", id="generate"):
@@ -125,12 +116,16 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                     summary = gr.Markdown(elem_id="gen-summary")
                     files = gr.File(label="Downloads (grid.png and each image)", height=260, elem_id="gen-files")
             first = next(iter(models.samplers))
-            code = generate_snippet("a thick slanted 7", None, first, DEFAULT_STEPS[first], 1.4, 0, 16, models.model)
+            code = generate_snippet(
+                "a thick slanted 7", None, first, DEFAULT_STEPS[first], DEFAULT_GUIDANCE[first], 0, 16, models.model
+            )
             gen_code = code_view("gen", code)
         with gr.Tab("Watch it denoise", id="watch"):
             with gr.Row():
                 with gr.Column():
-                    watch_prompt, watch_class = conditioning_inputs("watch", handlers.class_choices, "", first_class)
+                    watch_prompt, watch_class = conditioning_inputs(
+                        "watch", handlers.class_choices, "a thick upright 5", NO_CLASS
+                    )
                     watch_scheduler, watch_steps, watch_guidance, watch_seed = sampling_inputs("watch")
                     start = gr.Button("Start", variant="primary", elem_id="watch-button")
                 with gr.Column():
@@ -146,7 +141,9 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                 label="The classifier's reading of x_0",
                 elem_id="watch-readings",
             )
-            watch_code = code_view("watch", watch_snippet(None, 0, "DPM-Solver++", 20, 1.4, 0, models.model))
+            watch_code = code_view(
+                "watch", watch_snippet("a thick upright 5", None, "DPM-Solver++", 20, 1.4, 0, models.model)
+            )
             frames = gr.State([])
         with gr.Tab("The forward process", id="forward"):
             with gr.Row():
@@ -166,6 +163,12 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                     with gr.Row():
                         clean = gr.Image(label="x_0", format="png", interactive=False, elem_id="forward-clean")
                         noisy = gr.Image(label="x_t", format="png", interactive=False, elem_id="forward-noisy")
+                        predicted = gr.Image(
+                            label="predicted x_0 (the model's)",
+                            format="png",
+                            interactive=False,
+                            elem_id="forward-predicted",
+                        )
                     forward_info = gr.Markdown(elem_id="forward-info")
             forward_code = code_view("forward", forward_snippet("7", 50, 0))
         with gr.Tab("Draw", id="draw"):
@@ -173,13 +176,9 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                 with gr.Column():
                     drawing = sketchpad("Draw a digit (or part of one)", "draw-sketch")
                     mode = gr.Radio(list(DRAW_MODES), value="Image-to-image", label="Mode", elem_id="draw-mode")
+                    mode_help = gr.Markdown(DRAW_MODE_HELP["Image-to-image"], elem_id="draw-mode-help")
                     strength = gr.Slider(
-                        0.05,
-                        1.0,
-                        0.6,
-                        step=0.05,
-                        label="Strength (image-to-image: how much to redraw)",
-                        elem_id="draw-strength",
+                        0.05, 1.0, 0.6, step=0.05, label=STRENGTH_LABELS["Image-to-image"], elem_id="draw-strength"
                     )
                     draw_prompt, draw_class = conditioning_inputs(
                         "draw", handlers.class_choices, "", NO_CLASS, optional=True
@@ -188,12 +187,20 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                     draw_count = gr.Number(4, label=f"Images (1-{MAX_DRAW_IMAGES})", precision=0, elem_id="draw-count")
                     redraw = gr.Button("Turn it into digits", variant="primary", elem_id="draw-button")
                 with gr.Column():
-                    seen = gr.Image(
-                        label="Your drawing, as the model sees it",
-                        format="png",
-                        interactive=False,
-                        elem_id="draw-seen",
-                    )
+                    with gr.Row():
+                        seen = gr.Image(
+                            label="Your drawing, as the model sees it",
+                            format="png",
+                            interactive=False,
+                            elem_id="draw-seen",
+                        )
+                        mask = gr.Image(
+                            label="Mask (white: repainted)",
+                            format="png",
+                            interactive=False,
+                            visible=False,  # inpainting only
+                            elem_id="draw-mask",
+                        )
                     redrawn = gr.Image(label="Results", format="png", interactive=False, elem_id="draw-result")
                     draw_summary = gr.Markdown(elem_id="draw-summary")
                     draw_files = gr.File(
@@ -211,7 +218,7 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
             api_name="generate",
             concurrency_limit=GENERATE_CONCURRENCY,
         )
-        scheduler.input(handlers.default_steps, scheduler, steps, api_name=False)
+        scheduler.input(handlers.default_settings, scheduler, [steps, guidance], api_name=False)
         preset.input(handlers.apply_preset, [preset, class_choice, prompt], prompt, api_name=False)
         watch_inputs = [watch_prompt, watch_class, watch_scheduler, watch_steps, watch_guidance, watch_seed]
         start.click(
@@ -219,16 +226,17 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
         )
         scrubber.input(handlers.scrub, [frames, scrubber], [x_t, x_0, reading], api_name=False)
         forward_inputs = [source, sketch, noise, forward_seed]
-        forward_outputs = [clean, noisy, forward_info, forward_code]
+        forward_outputs = [clean, noisy, predicted, forward_info, forward_code]
         for event in (noise.change, source.change, forward_seed.change):
             event(handlers.forward, forward_inputs, forward_outputs, api_name=False)
         draw_inputs = [drawing, mode, draw_prompt, draw_class, strength, draw_scheduler, draw_steps, draw_guidance]
         redraw.click(
             handlers.draw,
             draw_inputs + [draw_seed, draw_count],
-            [seen, redrawn, draw_files, draw_summary, draw_code],
+            [seen, mask, redrawn, draw_files, draw_summary, draw_code],
             api_name="draw",
         )
+        mode.change(handlers.draw_mode, mode, [strength, mode_help, mask], api_name=False)
         demo.load(handlers.forward, forward_inputs, forward_outputs, api_name="forward")
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_SIZE)
     demo.sampling_worker = worker

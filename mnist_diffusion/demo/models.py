@@ -9,15 +9,19 @@ import torch
 from ..evaluation import class_names_and_classifier
 from ..loading import fast_views, open_pipeline, scheduler_from_config
 from ..pipelines import MnistDiffusionPipeline, MnistImg2ImgPipeline, MnistInpaintPipeline
-from ..schedulers import MnistDDPMScheduler
+from ..pretrained import FAST_GUIDANCE_SCALE, FAST_STEPS
+from ..schedulers import MnistDDPMScheduler, predict_original_sample
 from .test_digits import load_test_digits
 
 #: The schedulers offered in the demo: display name -> key of `mnist_diffusion.loading.SCHEDULERS`.
 SCHEDULER_NAMES = {"DPM-Solver++": "dpm", "DDIM": "ddim", "DDPM": "ddpm"}
 #: The Generate tab's sampler for the shipped few-step student (`mnist-diffusion generate --fast`).
 FEW_STEP = "Few-step (distilled)"
-#: Default steps of each sampler: the few-step student's recommended 4 (model card), 20 for the release's schedulers.
-DEFAULT_STEPS = {FEW_STEP: 4} | dict.fromkeys(SCHEDULER_NAMES, 20)
+#: Default steps of each sampler: the few-step students' `FAST_STEPS`, 20 for the release's schedulers.
+DEFAULT_STEPS = {FEW_STEP: FAST_STEPS} | dict.fromkeys(SCHEDULER_NAMES, 20)
+#: Default guidance scale of each sampler: the students' `FAST_GUIDANCE_SCALE` (as `generate --fast`), and the
+#: release's recommended setting with DPM-Solver++-20 (model card) for its schedulers.
+DEFAULT_GUIDANCE = {FEW_STEP: FAST_GUIDANCE_SCALE} | dict.fromkeys(SCHEDULER_NAMES, 1.4)
 #: Most steps of the few-step sampler (its 4-step student samples 8 steps well; more is the release's job).
 MAX_FEW_STEPS = 8
 
@@ -98,6 +102,25 @@ class DemoModels:
         probabilities = self.classifier((images.clamp(-1, 1) + 1) / 2).softmax(dim=1)
         confidence, labels = probabilities.max(dim=1)
         return labels, confidence
+
+    @torch.no_grad()
+    def predict_clean(self, noisy: torch.Tensor, timestep: int) -> torch.Tensor:
+        r"""
+        The model's guess of the clean images behind `noisy` (`(n, 1, 28, 28)`, noised to `timestep` by
+        `noise_scheduler`), with no prompt and no class: its predicted x_0 in [-1, 1], from the noisy pixels alone.
+
+        Call it on the sampling worker: it reads the shared pipeline's guidance state.
+        """
+        pipe, count = self.pipe, noisy.shape[0]
+        conditioning = pipe.encode_conditioning(None, None, None, 1, noisy.device, batch_size=count)
+        # with guidance on, the batch holds an unconditional half twice: one is enough
+        inputs = {
+            k: v if v is None else v[-count:] for k, v in conditioning.items() if v is not None or k == "class_labels"
+        }
+        timesteps = torch.full((count,), timestep)
+        model_input = self.noise_scheduler.scale_model_input(noisy, timesteps)
+        model_output = pipe.unet(model_input, timesteps, return_dict=False, **inputs)[0]
+        return predict_original_sample(self.noise_scheduler, noisy, model_output, timesteps).clamp(-1, 1)
 
     def read_images(self, images: list[PIL.Image.Image]) -> torch.Tensor:
         r"""The classifier's class id for each of the pipeline's PIL `images` (grayscale, the UNet's size), `(n,)`."""
