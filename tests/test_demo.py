@@ -182,14 +182,13 @@ def test_style_preset_writes_the_prompt_for_the_class(page):
 def test_watch_it_denoise_streams_then_scrubs(page, tmp_path):
     page.get_by_role("tab", name="Watch it denoise").click()
     assert page.locator("#watch-class input").input_value() == "(none)"  # no class is chosen for the user
-    assert page.locator("#watch-prompt textarea").input_value() == "a thick upright 5"
+    assert page.locator("#watch-prompt textarea").input_value() == "a thick upright 4"
     page.locator("#watch-steps input").fill("6")
-    page.locator("#watch-seed input").fill("1")
     page.locator("#watch-button").click()
     page.get_by_text("drag the slider").wait_for()
     assert page.locator("#watch-readings .virtual-row").count() == 6  # the classifier's reading at each step
     reading = page.locator("#watch-reading").inner_text()
-    assert "reads as 5 from step" in reading and "**" not in reading  # the prompt's digit, rendered as bold
+    assert "reads as 4 from step" in reading and "**" not in reading  # the prompt's digit, rendered as bold
     last = page.locator("#watch-xt img").get_attribute("src")
     page.locator("#watch-slider input[type=range]").fill("1")
     page.get_by_text("step 1/6").wait_for()
@@ -197,7 +196,7 @@ def test_watch_it_denoise_streams_then_scrubs(page, tmp_path):
     screenshot(page, "demo_watch.png", tmp_path)
     choose(page, "watch-class", "0")  # a class that the prompt contradicts: the page says so
     page.locator("#watch-button").click()
-    page.locator("#watch-reading").get_by_text("The prompt names 5 but the class is 0").wait_for()
+    page.locator("#watch-reading").get_by_text("The prompt names 4 but the class is 0").wait_for()
 
 
 @needs_browser

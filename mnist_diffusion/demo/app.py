@@ -124,7 +124,7 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
             with gr.Row():
                 with gr.Column():
                     watch_prompt, watch_class = conditioning_inputs(
-                        "watch", handlers.class_choices, "a thick upright 5", NO_CLASS
+                        "watch", handlers.class_choices, "a thick upright 4", NO_CLASS
                     )
                     watch_scheduler, watch_steps, watch_guidance, watch_seed = sampling_inputs("watch")
                     start = gr.Button("Start", variant="primary", elem_id="watch-button")
@@ -142,7 +142,7 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                 elem_id="watch-readings",
             )
             watch_code = code_view(
-                "watch", watch_snippet("a thick upright 5", None, "DPM-Solver++", 20, 1.4, 0, models.model)
+                "watch", watch_snippet("a thick upright 4", None, "DPM-Solver++", 20, 1.4, 0, models.model)
             )
             frames = gr.State([])
         with gr.Tab("The forward process", id="forward"):
