@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import multiprocessing
-import sys
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def measure(mixed_precision: str, batch_size: int, steps: int, warmup_steps: int, train_args: list[str]) -> float:
@@ -20,16 +16,15 @@ def measure(mixed_precision: str, batch_size: int, steps: int, warmup_steps: int
 
     Runs in a fresh process per precision (accelerate keeps one mixed-precision setting per process).
     """
-    sys.path.insert(0, str(REPO))
     import torch
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
 
     from mnist_diffusion.data import ImageClassData
-    from training.train import (
+    from mnist_diffusion.training.optimization import optimizer_from_args
+    from mnist_diffusion.training.text_to_image import (
         build_captioner,
         build_models,
-        build_optimizer,
         parse_args,
         resolve_text_encoder,
         trained_named_params,
@@ -46,7 +41,7 @@ def measure(mixed_precision: str, batch_size: int, steps: int, warmup_steps: int
     captioner = build_captioner(args, data, tokenizer)
     named_params = trained_named_params(args, unet, text_encoder)
     params = [param for _, param in named_params]
-    optimizer, _ = build_optimizer(args, named_params, warmup_steps + steps, accelerator)
+    optimizer, _ = optimizer_from_args(args, named_params, warmup_steps + steps, accelerator.num_processes)
     ema = EMAModel(params, decay=args.ema_max_decay, use_ema_warmup=True, power=args.ema_power)
     unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
     batch = {"pixel_values": images.float() / 127.5 - 1, "labels": data.labels, "indices": torch.arange(batch_size)}

@@ -28,12 +28,11 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 
 from .community_code import COMMUNITY_MODULES, export_community_code, is_community_layout, package_class
 from .model_card import SAMPLES_FILE, read_json_file, render_model_card, sample_grid
+from .training.run_folder import EVAL_RESULTS_FILE, TRAINING_ARGS_FILE
 
 if TYPE_CHECKING:  # the pipelines import this module (from_pretrained, push_to_hub), never the other way round
     from .pipelines import MnistDiffusionPipeline
 
-TRAINING_ARGS_FILE = "training_args.json"
-EVAL_RESULTS_FILE = "eval_results.json"
 CHECKPOINTS_FOLDER = "checkpoints"
 VARIANT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 #: Libraries whose classes a community-layout `model_index.json` may name besides the uploaded code.

@@ -10,6 +10,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, ModelCardData
 
 from .model_card import SAMPLES_FILE, read_json_file, sample_grid
 from .pretrained import DIFFUSION_MODEL
+from .training.run_folder import TRAINING_ARGS_FILE
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
@@ -18,8 +19,6 @@ if TYPE_CHECKING:
 
 #: diffusers' LoRA weights file (`load_lora_weights` looks for it).
 LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
-#: Written by training/train_lora.py beside the weights; pushed with them.
-LORA_TRAINING_ARGS_FILE = "training_args.json"
 LORA_TAGS = ["lora", "diffusers", "template:sd-lora", "mnist-diffusion", "text-to-image"]
 _BUNDLED_BASE = "mnist-diffusion (bundled release)"
 
@@ -238,20 +237,20 @@ def push_lora_to_hub(
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision is not None and revision != "main":
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    written = ModelCard.load(folder / "README.md").data
-    inputs = written.to_dict().get("mnist_diffusion_lora") or {}
+    written = ModelCard.load(folder / "README.md").data.to_dict()
+    inputs = written.get("mnist_diffusion_lora") or {}
     if not inputs.get("base_model"):
         raise ValueError(
             f"{folder / 'README.md'} does not name the adapter's base model; rewrite it with `write_lora_card`."
         )
-    training_args = read_json_file(folder / LORA_TRAINING_ARGS_FILE)
+    training_args = read_json_file(folder / TRAINING_ARGS_FILE)
     card = render_lora_card(
-        inputs["base_model"], repo_id, written.instance_prompt, training_args, inputs.get("samples_caption")
+        inputs["base_model"], repo_id, written.get("instance_prompt"), training_args, inputs.get("samples_caption")
     )
     operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode("utf-8"))]
     operations += [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name))
-        for name in (LORA_WEIGHTS_FILE, SAMPLES_FILE, LORA_TRAINING_ARGS_FILE)
+        for name in (LORA_WEIGHTS_FILE, SAMPLES_FILE, TRAINING_ARGS_FILE)
         if (folder / name).is_file()
     ]
     return api.create_commit(

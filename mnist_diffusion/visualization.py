@@ -16,6 +16,7 @@ from .captions import SIZE_WORDS, SLANT_WORDS, THICKNESS_WORDS, caption_template
 from .image_grid import image_grid
 from .pipelines import DenoisingTrajectory, MnistDiffusionPipeline
 from .schedulers import MnistDDPMScheduler
+from .training.run_folder import EVAL_HISTORY_FILE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,8 +30,6 @@ TRAINING_CURVES = {
     "eval/conditional_accuracy": "conditional accuracy",
     "eval/classifier_fid": "classifier FID",
 }
-#: The file in which `training/train.py --eval_classifier` appends one JSON line of metrics per evaluation.
-EVAL_HISTORY_NAME = "eval_history.jsonl"
 
 WHITE, BLACK = 255, 0
 
@@ -479,7 +478,7 @@ def read_training_curves(run_dir: str | Path) -> dict[str, list[tuple[int, float
                 previous = curves.setdefault(tag, {}).get(event.step)
                 if previous is None or event.wall_time >= previous[0]:
                     curves[tag][event.step] = (event.wall_time, event.value)
-    history = run_dir / EVAL_HISTORY_NAME
+    history = run_dir / EVAL_HISTORY_FILE
     if history.is_file():
         for line in history.read_text().splitlines():
             entry = json.loads(line)
@@ -513,7 +512,7 @@ def plot_training_curves(
     if not present:
         raise ValueError(
             f"No curve to plot: got {sorted(curves)}; expected some of {list(TRAINING_CURVES)} (TensorBoard logs of "
-            f"training/train.py, or its {EVAL_HISTORY_NAME})."
+            f"training/train.py, or its {EVAL_HISTORY_FILE})."
         )
     figure = Figure(figsize=(4.5 * len(present), 3.5), dpi=100, layout="constrained")
     for axes, tag in zip(figure.subplots(1, len(present), squeeze=False)[0], present, strict=True):

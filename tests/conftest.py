@@ -94,3 +94,14 @@ def tiny_pipeline() -> MnistDiffusionPipeline:
 def make_tiny_classifier(num_classes: int = 10) -> MnistClassifier:
     torch.manual_seed(0)
     return MnistClassifier(num_classes=num_classes, sample_size=8, block_out_channels=(4, 8), feature_dim=16).eval()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate's process-wide state reset before and after the test, so a run in-process may pick its own
+    mixed precision or gradient accumulation (an `Accelerator` refuses to change them once set in a process)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

@@ -13,6 +13,7 @@ from mnist_diffusion.captions import build_captions, caption_templates
 from mnist_diffusion.clip_model import ClipScorer, build_clip_config, build_clip_model, build_clip_processor
 from mnist_diffusion.data import prepare_training_data
 from mnist_diffusion.text_encoding import build_caption_tokenizer
+from mnist_diffusion.training.text_to_image import load_text_encoder
 
 TINY_SIZES = {"vision_hidden_size": 32, "vision_layers": 1, "text_hidden_size": 32, "text_layers": 1}
 train_clip = load_training_script("train_clip")
@@ -140,7 +141,7 @@ def test_grayscale_images_are_converted_for_an_rgb_224_clip(bars):
 
 def test_a_clip_folder_serves_as_the_diffusion_text_encoder(trained_scorer, tmp_path):
     trained_scorer.save_pretrained(tmp_path / "clip")
-    tokenizer, text_encoder = load_training_script("train").load_text_encoder(str(tmp_path / "clip"))
+    tokenizer, text_encoder = load_text_encoder(str(tmp_path / "clip"))
     tokens = tokenizer(["a thick 3"], padding="max_length", return_tensors="pt")
     with torch.no_grad():
         expected = trained_scorer.model.text_model(**tokens).last_hidden_state

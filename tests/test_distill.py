@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from mnist_diffusion.pretrained import (
     FAST_UNET_SUBFOLDERS,
     fast_unet_subfolder,
 )
+from mnist_diffusion.training.arguments import run_script
 
 FOUR_DIGITS = {str(i): str(i) for i in range(4)}
 
@@ -67,6 +66,7 @@ def distill_args(teacher: Path, dataset: Path, output_dir: Path, *extra: str) ->
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_tiny_teacher_distils_into_a_few_step_student(distill_module, teacher, parquet_dataset, tmp_path):
     output_dir = tmp_path / "student"
     args = distill_args(teacher, parquet_dataset, output_dir, "--max_train_steps", "3", "--validation_steps", "3")
@@ -98,6 +98,7 @@ def test_tiny_teacher_distils_into_a_few_step_student(distill_module, teacher, p
     assert json.loads((output_dir / "training_args.json").read_text())["max_train_steps"] == 3
 
 
+@pytest.mark.slow
 def test_progressive_rounds_halve_the_steps_from_the_teacher_then_from_the_previous_student(
     distill_module, teacher, parquet_dataset, tmp_path
 ):
@@ -129,6 +130,7 @@ def test_progressive_rounds_halve_the_steps_from_the_teacher_then_from_the_previ
     assert images.shape == (1, 8, 8, 1) and np.isfinite(images).all() and batches == [1, 1]
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_same_step_with_the_same_result(distill_module, teacher, parquet_dataset, tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     common = ["--max_train_steps", "4", "--checkpointing_steps", "2", "--validation_steps", "0", "--report_to", "none"]
@@ -183,6 +185,7 @@ def test_a_teacher_that_does_not_fit_is_refused_before_writing(
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_class_only_teacher_distils_with_caption_mode_none(distill_module, parquet_dataset, tmp_path):
     teacher = save_teacher(tmp_path / "teacher", text=False)
     output_dir = tmp_path / "student"
@@ -226,17 +229,16 @@ def test_each_method_has_its_defaults_and_explicit_flags_win(distill_module, tea
     assert (mine.learning_rate, mine.guidance_scale_max, mine.lr_scheduler) == (5e-5, 3.0, "cosine")
 
 
-def test_the_script_prints_one_line_and_exits_2_on_a_bad_value(teacher, parquet_dataset, tmp_path):
-    script = Path(__file__).resolve().parents[1] / "training" / "distill.py"
+def test_the_script_prints_one_line_and_exits_2_on_a_bad_value(
+    distill_module, teacher, parquet_dataset, tmp_path, capsys
+):
     args = distill_args(teacher, parquet_dataset, tmp_path / "out", "--num_ddim_timesteps", "0")
-    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        "distill.py: error: --num_ddim_timesteps is 0; expected a positive integer."
-    )
-    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+    assert run_script(distill_module.parse_args, distill_module.main, args, script="distill.py") == 2
+    assert capsys.readouterr().err == "distill.py: error: --num_ddim_timesteps is 0; expected a positive integer.\n"
+    assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_student_pipeline_embeds_guidance_and_skips_the_unconditional_pass(tmp_path):
     torch.manual_seed(0)
     pipe = make_tiny_pipeline()
@@ -294,6 +296,7 @@ def test_the_shipped_fast_model_has_a_guidance_embedded_student_per_step_count()
         fast_unet_subfolder(0)
 
 
+@pytest.mark.slow
 def test_generate_fast_writes_its_file_with_the_student_of_its_step_count(tmp_path, capsys):
     output = tmp_path / "fast.png"
     assert cli_main(["generate", "a thick 7", "--fast", "--class-label", "7", "-n", "4", "-o", str(output)]) == 0

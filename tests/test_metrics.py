@@ -8,6 +8,7 @@ from conftest import load_training_script, make_digit_dataset
 
 from mnist_diffusion.classifier import MnistClassifier
 from mnist_diffusion.metrics import conditional_accuracy, frechet_distance, precision_recall
+from mnist_diffusion.training.classifier import random_affine
 
 train_classifier = load_training_script("train_classifier")
 
@@ -95,8 +96,8 @@ def test_train_classifier_learns_a_tiny_dataset_and_protects_foreign_folders(tmp
 def test_random_affine_jitters_but_keeps_shape_and_zero_strength_is_identity():
     images = torch.rand(8, 1, 28, 28)
     generator = torch.Generator().manual_seed(0)
-    assert torch.equal(train_classifier.random_affine(images, 0.0, generator), images)
-    jittered = train_classifier.random_affine(images, 1.0, generator)
+    assert torch.equal(random_affine(images, 0.0, generator), images)
+    jittered = random_affine(images, 1.0, generator)
     assert jittered.shape == images.shape and not torch.allclose(jittered, images)
 
 

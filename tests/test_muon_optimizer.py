@@ -1,12 +1,12 @@
-"""Tests of `training/muon_optimizer.py`: the orthogonalisation, the parameter split, the update sizes and errors."""
+"""Tests of `mnist_diffusion.training.muon_optimizer`: the orthogonalisation, parameter split, update sizes, errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load_training_script, make_tiny_unet
+from conftest import make_tiny_unet
 
-muon = load_training_script("muon_optimizer")
+from mnist_diffusion.training import muon_optimizer as muon
 
 
 @pytest.mark.parametrize("shape", [(3, 16, 48), (2, 48, 16), (1, 32, 32)])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import os
 import sys
 
 import torch
@@ -16,7 +15,6 @@ from diffusers import DDIMScheduler, LCMScheduler
 from mnist_diffusion import MnistDiffusionPipeline, MnistUNet2DConditionModel
 from mnist_diffusion.captions import CAPTION_MODES, TrainingCaptioner, conditioning_dropout
 from mnist_diffusion.data import ImageClassDataset
-from mnist_diffusion.hub import push_pipeline_to_hub, resolve_token
 from mnist_diffusion.pretrained import DIFFUSION_MODEL
 from mnist_diffusion.schedulers import (
     MnistDDPMScheduler,
@@ -24,31 +22,26 @@ from mnist_diffusion.schedulers import (
     ddim_jump_original,
     predict_original_sample,
 )
-
-# The training scripts are not a package: train.py's bookkeeping (checkpoints, validation grids, arguments) is
-# imported from beside this file.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train import (  # noqa: E402
-    MIXED_PRECISIONS,
+from mnist_diffusion.training.arguments import (
     add_bookkeeping_arguments,
+    add_data_arguments,
     add_optimisation_arguments,
-    build_accelerator,
-    build_captioner,
-    build_dataloader,
-    build_optimizer,
-    check_output_dir,
-    hub_repo_id,
-    load_checkpoint,
-    load_training_data,
-    log_validation,
-    run,
-    run_training_loop,
-    save_final_pipeline,
-    tracker_config,
-    updates_per_epoch_of,
-    validate_bookkeeping_args,
-    write_training_args,
+    run_script,
+    validate_training_args,
 )
+from mnist_diffusion.training.loop import (
+    build_accelerator,
+    build_dataloader,
+    check_run,
+    finish_run,
+    run_script_loop,
+    start_run,
+    updates_per_epoch_of,
+)
+from mnist_diffusion.training.optimization import optimizer_from_args
+from mnist_diffusion.training.run_folder import load_checkpoint
+from mnist_diffusion.training.text_to_image import build_captioner, load_pipeline_flag, load_training_data
+from mnist_diffusion.training.validation import log_validation
 
 logger = get_logger(__name__)
 
@@ -56,6 +49,8 @@ LOSS_TYPES = ("huber", "l2")
 #: "lcm": latent consistency distillation (1-8 steps from one run); "progressive": one round of progressive
 #: distillation (the student takes one DDIM step for two of the teacher's; guidance is distilled in the first round).
 METHODS = ("lcm", "progressive")
+#: "none" distils class conditioning only (a teacher without text).
+DISTILL_CAPTION_MODES = ("none",) + CAPTION_MODES
 #: Each method's defaults for the flags left out (None in the parser); a progressive round's are those the shipped
 #: students' rounds ran with (model_card.md).
 METHOD_DEFAULTS = {
@@ -81,7 +76,7 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     Example:
 
     ```py
-    >>> from training.distill import parse_args
+    >>> from training.distill import parse_args  # run from the repository root
 
     >>> args = parse_args(["--dataset_name", "ylecun/mnist", "--output_dir", "out", "--max_train_steps", "10"])
     >>> args.num_ddim_timesteps, args.validation_inference_steps
@@ -95,31 +90,7 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="The MnistDiffusionPipeline to distil (folder or Hub id; default: the released model).",
     )
     data = parser.add_argument_group("data (the images the teacher was trained on)")
-    data.add_argument("--dataset_name", default="ylecun/mnist", help="Hub id or local folder.")
-    data.add_argument("--dataset_config_name", default=None)
-    data.add_argument("--cache_dir", default=None)
-    data.add_argument("--train_split", default="train")
-    data.add_argument("--image_column", default="image")
-    data.add_argument("--label_column", default="label")
-    data.add_argument("--caption_column", default=None, help="Captions to use instead of generated ones.")
-    data.add_argument("--max_train_samples", type=int, default=None)
-    data.add_argument(
-        "--caption_mode",
-        default="label+style",
-        help=f"One of {list(CAPTION_MODES)}, or 'none' to distil class conditioning only (a teacher without text).",
-    )
-    data.add_argument(
-        "--cond_dropout_prob",
-        type=float,
-        default=0.05,
-        help="As in train.py: probability of each of 'no prompt and no class' and 'no prompt' (class only).",
-    )
-    data.add_argument(
-        "--class_dropout_prob",
-        type=float,
-        default=0.2,
-        help="As in train.py: probability of 'no class' (prompt only).",
-    )
+    add_data_arguments(data, caption_modes=DISTILL_CAPTION_MODES)
 
     distil = parser.add_argument_group("distillation")
     distil.add_argument("--method", default="lcm", help=f"One of {list(METHODS)}.")
@@ -152,6 +123,8 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     add_optimisation_arguments(parser.add_argument_group("optimisation"))
     add_bookkeeping_arguments(parser.add_argument_group("bookkeeping"))
     parser.set_defaults(
+        cond_dropout_prob=0.05,
+        class_dropout_prob=0.2,
         output_dir="mnist-diffusion-fast",
         max_train_steps=2000,
         train_batch_size=64,
@@ -173,43 +146,24 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
 
 
 def validate_args(args: argparse.Namespace) -> None:
-    """Check value ranges and choices of the parsed arguments."""
-    validate_bookkeeping_args(args)
-    choices = (
-        ("--caption_mode", args.caption_mode, ("none",) + CAPTION_MODES),
-        ("--loss_type", args.loss_type, LOSS_TYPES),
-        ("--mixed_precision", args.mixed_precision, (None,) + MIXED_PRECISIONS),
-    )
-    for flag, value, allowed in choices:
-        if value not in allowed:
-            raise ValueError(f"{flag} is {value!r}; expected one of {[a for a in allowed if a]}.")
-    positive = ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "num_ddim_timesteps")
-    positive += ("num_student_steps",)
-    positive += ("time_cond_proj_dim", "validation_images_per_class", "validation_inference_steps")
-    for name in positive:
+    """Check value ranges and choices of the parsed arguments (the shared groups' checks first)."""
+    validate_training_args(args, caption_modes=DISTILL_CAPTION_MODES)
+    if args.loss_type not in LOSS_TYPES:
+        raise ValueError(f"--loss_type is {args.loss_type!r}; expected one of {list(LOSS_TYPES)}.")
+    for name in ("num_ddim_timesteps", "num_student_steps", "time_cond_proj_dim"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} is {getattr(args, name)}; expected a positive integer.")
-    for name in ("checkpointing_steps", "validation_steps", "lr_warmup_steps"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name} is {getattr(args, name)}; expected 0 or more.")
     if args.num_student_steps > 500:
         raise ValueError(f"--num_student_steps is {args.num_student_steps}; expected at most 500 (1000 timesteps).")
-    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
-        raise ValueError(f"--checkpoints_total_limit is {args.checkpoints_total_limit}; expected a positive integer.")
     if not 1 <= args.guidance_scale_min <= args.guidance_scale_max:
         raise ValueError(
             f"--guidance_scale_min {args.guidance_scale_min}, --guidance_scale_max {args.guidance_scale_max}; "
             "expected 1 <= min <= max."
         )
-    if not 0 <= args.target_ema_decay < 1 or args.learning_rate <= 0 or args.huber_c <= 0:
+    if not 0 <= args.target_ema_decay < 1 or args.huber_c <= 0:
         raise ValueError(
-            f"Got --target_ema_decay {args.target_ema_decay}, --learning_rate {args.learning_rate}, --huber_c "
-            f"{args.huber_c}; expected a decay in [0, 1), a learning rate > 0 and huber_c > 0."
-        )
-    if not 0 <= args.cond_dropout_prob <= 0.5 or not 0 <= args.class_dropout_prob <= 1 - 2 * args.cond_dropout_prob:
-        raise ValueError(
-            f"--cond_dropout_prob {args.cond_dropout_prob}, --class_dropout_prob {args.class_dropout_prob}; expected "
-            "0 <= cond <= 0.5 and 0 <= class <= 1 - 2 * cond."
+            f"Got --target_ema_decay {args.target_ema_decay}, --huber_c {args.huber_c}; expected a decay in [0, 1) "
+            "and huber_c > 0."
         )
 
 
@@ -221,13 +175,7 @@ def load_teacher(args: argparse.Namespace) -> MnistDiffusionPipeline:
     the previous round.
     """
     name = args.teacher_model_name_or_path
-    try:
-        teacher = MnistDiffusionPipeline.from_pretrained(name)
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"--teacher_model_name_or_path {name!r} could not be loaded as an MnistDiffusionPipeline "
-            f"({str(error).splitlines()[0]}); expected a folder written by save_pretrained or train.py, or a Hub id."
-        ) from None
+    teacher = load_pipeline_flag("--teacher_model_name_or_path", name)
     if teacher.text_encoder is None and args.caption_mode != "none":
         raise ValueError(
             f"--teacher_model_name_or_path {name!r} has no text encoder, but --caption_mode {args.caption_mode!r} "
@@ -300,9 +248,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     ...                  "--num_student_steps", "4", "--teacher_model_name_or_path", "pd8"]))
     ```
     """
-    resume_path = check_output_dir(args)
-    if args.push_to_hub:
-        resolve_token(None)  # no token: fail now, not after distilling
+    resume_path = check_run(args)  # the output folder, the checkpoint to resume from, the Hub token
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     set_seed(args.seed)
 
@@ -352,7 +298,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     named_params = list(student.named_parameters())
     params = [param for _, param in named_params]
     updates_per_epoch = updates_per_epoch_of(args, len(dataset), accelerator)
-    optimizer, lr_scheduler = build_optimizer(args, named_params, args.max_train_steps, accelerator)
+    optimizer, lr_scheduler = optimizer_from_args(args, named_params, args.max_train_steps, accelerator.num_processes)
     student, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         student, optimizer, train_dataloader, lr_scheduler
     )
@@ -362,17 +308,14 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
     accelerator.register_for_checkpointing(target)
     solver_timesteps = solver_timesteps.to(accelerator.device)
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        write_training_args(args)
-        accelerator.init_trackers("mnist-diffusion-distill", config=tracker_config(args))
+    # before training_args.json is rewritten: a failed resume leaves the run as it was
+    global_step = load_checkpoint(accelerator, resume_path)
+    start_run(accelerator, args, "mnist-diffusion-distill")
     logger.info(
         f"Distilling {args.teacher_model_name_or_path} on {len(dataset)} images for {args.max_train_steps} steps "
         f"(batch {args.train_batch_size} x {accelerator.num_processes} processes x {args.gradient_accumulation_steps})"
     )
 
-    global_step = load_checkpoint(accelerator, resume_path)
     unconditional = None  # the teacher's empty prompt, for the unconditional half of its guidance
     if captioner is not None:
         with torch.no_grad():
@@ -397,7 +340,7 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
             ):
                 target_param.lerp_(param.detach(), 1 - args.target_ema_decay)
 
-    run_training_loop(
+    run_script_loop(
         accelerator,
         args,
         train_dataloader,
@@ -406,24 +349,13 @@ def main(args: argparse.Namespace) -> MnistDiffusionPipeline | None:
         optimizer,
         lr_scheduler,
         compute_loss=compute_loss,
-        after_update=after_update,
-        validate=lambda step: log_validation(student_pipeline(target, teacher, scheduler), args, accelerator, step),
         global_step=global_step,
         max_train_steps=args.max_train_steps,
         updates_per_epoch=updates_per_epoch,
+        after_update=after_update,
+        validate=lambda step: log_validation(student_pipeline(target, teacher, scheduler), args, accelerator, step),
     )
-
-    accelerator.wait_for_everyone()
-    pipeline = None
-    if accelerator.is_main_process:
-        pipeline = student_pipeline(target, teacher, scheduler)
-        save_final_pipeline(pipeline, args.output_dir)
-        write_training_args(args)
-        logger.info(f"Saved the student pipeline to {args.output_dir}")
-        if args.push_to_hub:
-            push_pipeline_to_hub(args.output_dir, hub_repo_id(args))
-    accelerator.end_training()
-    return pipeline
+    return finish_run(accelerator, args, lambda: student_pipeline(target, teacher, scheduler))
 
 
 def batch_conditioning(
@@ -569,4 +501,4 @@ def progressive_distillation_loss(
 
 
 if __name__ == "__main__":
-    sys.exit(run(script="distill.py", parse=parse_args, entry=main))
+    sys.exit(run_script(parse_args, main, script="distill.py"))
