@@ -140,7 +140,7 @@ def dataset_settings(
         label_names=label_names,
         prompts=prompts,
         conditioning=conditioning,
-        model=model_name if model_name is not None else pipe.name_or_path,
+        model=model_name if model_name is not None else pipe.name_or_path and str(pipe.name_or_path),
         scheduler=type(pipe.scheduler).__name__,
         num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale,

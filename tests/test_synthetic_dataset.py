@@ -19,6 +19,7 @@ from conftest import make_tiny_pipeline
 from hub_server import HubServer
 from huggingface_hub import constants, hf_api
 
+from mnist_diffusion import MnistDiffusionPipeline
 from mnist_diffusion.cli import main
 from mnist_diffusion.data import load_split, prepare_training_data
 from mnist_diffusion.synthetic_dataset import SETTINGS_FILE, generate_dataset
@@ -67,10 +68,14 @@ def shards(folder: Path) -> list[Path]:
     return sorted((folder / "data").glob("*.parquet"))
 
 
-def test_dataset_has_mnist_schema_card_and_batch_size_independent_images(tmp_path):
+def test_dataset_has_mnist_schema_card_and_batch_size_independent_images(model_dir, tmp_path):
     pipe = make_tiny_pipeline()
     generate_dataset(pipe, tmp_path / "a", 23, num_inference_steps=2, guidance_scale=2.0, shard_size=10, batch_size=4)
-    generate_dataset(pipe, tmp_path / "b", 23, num_inference_steps=2, guidance_scale=2.0, shard_size=10, batch_size=7)
+    loaded = MnistDiffusionPipeline.from_pretrained(model_dir)  # the same weights, named by a Path
+    generate_dataset(
+        loaded, tmp_path / "b", 23, num_inference_steps=2, guidance_scale=2.0, shard_size=10, batch_size=7
+    )
+    assert json.loads((tmp_path / "b" / SETTINGS_FILE).read_text())["model"] == str(model_dir)
     dataset = datasets.load_dataset(str(tmp_path / "a"), split="train")
     assert dataset.features["label"] == datasets.ClassLabel(names=[str(i) for i in range(10)])
     assert isinstance(dataset.features["image"], datasets.Image)
