@@ -13,6 +13,7 @@ from conftest import make_tiny_pipeline
 from huggingface_hub import ModelCard
 from test_hub import hub  # noqa: F401  (the loopback Hub fixture)
 from test_lora import add_random_lora, generate, save_adapter
+from test_train_lora import FAST, train_lora, write_digits
 
 from mnist_diffusion.cli import main
 from mnist_diffusion.lora_hub import describe_base_model, push_lora_to_hub, render_lora_card, write_lora_card
@@ -101,3 +102,16 @@ def test_the_card_names_a_local_base_and_the_bundled_release(tmp_path):
     assert card.data.base_model is None and "mnist-diffusion (bundled release)" in card.text
     assert card.data.to_dict()["mnist_diffusion_lora"]["base_model"] == "mnist-diffusion (bundled release)"
     assert describe_base_model(tmp_path) == str(tmp_path.resolve())
+
+
+def test_train_lora_pushes_the_adapter(hub, tmp_path):  # noqa: F811
+    base = tmp_path / "base"
+    make_tiny_pipeline().save_pretrained(base)
+    write_digits(tmp_path / "data", {"4": 2, "9": 2})
+    argv = ["--pretrained_model_name_or_path", str(base), "--train_data_dir", str(tmp_path / "data")]
+    argv += ["--output_dir", str(tmp_path / "run"), "--push_to_hub", "--hub_model_id", "user/trained-lora", *FAST]
+    train_lora.main(train_lora.parse_args(argv))
+    files = hub.app.repos["user/trained-lora"].resolve("main").files
+    assert {"pytorch_lora_weights.safetensors", "README.md", "samples.png", "training_args.json"} <= set(files)
+    assert not any(name.startswith("checkpoint") for name in files)
+    make_tiny_pipeline().load_lora_weights("user/trained-lora")
