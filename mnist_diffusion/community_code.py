@@ -16,6 +16,8 @@ import diffusers
 #: the pipeline). Their package imports must be `from mnist_diffusion.<...>.<name> import ...` of another module here.
 COMMUNITY_MODULES: dict[str, str] = {
     "pipeline_mnist_diffusion": "mnist_diffusion.pipelines.pipeline_mnist_diffusion",
+    "call_inputs": "mnist_diffusion.pipelines.call_inputs",
+    "pipeline_output": "mnist_diffusion.pipelines.pipeline_output",
     "unet_mnist": "mnist_diffusion.models.unet_mnist",
     "scheduling_mnist_ddpm": "mnist_diffusion.schedulers.scheduling_mnist_ddpm",
     "lora": "mnist_diffusion.pipelines.lora",
@@ -64,7 +66,7 @@ def community_source(module_name: str) -> tuple[str, list[str]]:
     ```py
     >>> source, dependencies = community_source("pipeline_mnist_diffusion")
     >>> dependencies
-    ['lora', 'scheduling_mnist_ddpm']
+    ['call_inputs', 'lora', 'pipeline_output', 'scheduling_mnist_ddpm']
     ```
     """
     if module_name not in COMMUNITY_MODULES:

@@ -2,9 +2,10 @@
 
 import diffusers
 
-from .pipeline_mnist_diffusion import DenoisingTrajectory, MnistDiffusionPipeline, MnistDiffusionPipelineOutput
+from .pipeline_mnist_diffusion import MnistDiffusionPipeline
 from .pipeline_mnist_img2img import MnistImg2ImgPipeline
 from .pipeline_mnist_inpaint import MnistInpaintPipeline
+from .pipeline_output import DenoisingTrajectory, MnistDiffusionPipelineOutput
 
 # `DiffusionPipeline.from_pretrained` resolves `model_index.json`'s `_class_name` on the `diffusers` module; making
 # the names known there lets the generic loader restore saved pipelines once `mnist_diffusion` is imported.

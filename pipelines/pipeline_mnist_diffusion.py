@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import inspect
-import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.models.embeddings import get_timestep_embedding
-from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils import BaseOutput
+from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
+from mnist_diffusion.pipelines.call_inputs import MnistCallInputsMixin
 from mnist_diffusion.pipelines.lora import MnistLoraLoaderMixin
+from mnist_diffusion.pipelines.pipeline_output import DenoisingTrajectory, MnistDiffusionPipelineOutput
 
 from mnist_diffusion.schedulers.scheduling_mnist_ddpm import predict_original_sample
 
@@ -28,49 +27,24 @@ if TYPE_CHECKING:
 EXAMPLE_DOC_STRING = """
     Examples:
         ```py
+        >>> import torch
         >>> from mnist_diffusion import MnistDiffusionPipeline
+        >>> from mnist_diffusion.pretrained import DIFFUSION_MODEL
 
-        >>> pipe = MnistDiffusionPipeline.from_pretrained("path/or/repo-id")
-        >>> images = pipe("a thick slanted seven", num_images_per_prompt=4, guidance_scale=3.0).images
-        >>> images = pipe(class_labels=["7", 3], num_inference_steps=50).images
+        >>> pipe = MnistDiffusionPipeline.from_pretrained(DIFFUSION_MODEL)  # the released model, shipped offline
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> output = pipe("a thick slanted 7", num_images_per_prompt=2, num_inference_steps=20, generator=generator)
+        >>> output.images[0].size
+        (28, 28)
+        >>> digits = pipe(class_labels=["7", 3], guidance_scale=2.0, num_inference_steps=20, output_type="np").images
+        >>> digits.shape
+        (2, 28, 28, 1)
+
         ```
 """
 
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
-
-@dataclass
-class DenoisingTrajectory(BaseOutput):
-    r"""
-    What the sampler saw at each denoising step, for visualisation.
-
-    Args:
-        timesteps (`torch.Tensor`): `(num_steps,)` the scheduler's timesteps, in sampling order.
-        latents (`torch.Tensor`): `(num_steps + 1, batch, channels, height, width)`; entry 0 is the initial noise,
-            entry `i + 1` the sample after step `i` (x_t going towards x_0).
-        pred_original_samples (`torch.Tensor`): `(num_steps, batch, channels, height, width)` the clean image
-            predicted at step `i` (after classifier-free guidance), in [-1, 1] up to model error.
-    """
-
-    timesteps: torch.Tensor
-    latents: torch.Tensor
-    pred_original_samples: torch.Tensor
-
-
-@dataclass
-class MnistDiffusionPipelineOutput(ImagePipelineOutput):
-    r"""
-    Output of [`MnistDiffusionPipeline`].
-
-    Args:
-        images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`): The generated images.
-        trajectory ([`DenoisingTrajectory`], *optional*): The denoising trajectory, when `return_trajectory=True`.
-    """
-
-    trajectory: DenoisingTrajectory | None = None
-
-
-class MnistDiffusionPipeline(DiffusionPipeline, MnistLoraLoaderMixin):
+class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraLoaderMixin):
     r"""
     Pipeline for text- and/or class-conditioned generation of small images (MNIST digits, Fashion-MNIST).
 
@@ -86,7 +60,6 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistLoraLoaderMixin):
 
     model_cpu_offload_seq = "text_encoder->unet"
     _optional_components = ["text_encoder", "tokenizer"]
-    _callback_tensor_inputs = ["latents", "noise_pred", "prompt_embeds"]
     # state of the running call, read by callbacks through the properties of the same names
     _guidance_scale = 1.0
     _num_timesteps = 0
@@ -226,6 +199,11 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistLoraLoaderMixin):
         True
         ```
         """
+        if not isinstance(pipeline, MnistDiffusionPipeline):
+            raise TypeError(
+                f"`pipeline` is a {type(pipeline).__name__}; expected a MnistDiffusionPipeline (or an image-to-image "
+                "or inpainting one) whose components to share."
+            )
         components = {**pipeline.components, "id2label": pipeline.config.id2label}
         unknown = sorted(set(kwargs) - set(components))
         if unknown:
@@ -310,50 +288,18 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistLoraLoaderMixin):
         """Set `pipe._interrupt = True` (e.g. from a callback) to skip the remaining denoising steps."""
         return self._interrupt
 
-    def resolve_class_labels(self, class_labels: int | str | Sequence[int | str]) -> list[int]:
-        r"""
-        Class ids for `class_labels` given as ids or names; names are matched against `id2label`, case-insensitively.
+    def get_timesteps(self, num_inference_steps: int, strength: float) -> torch.Tensor:
+        """The last `strength` of the scheduler's timesteps (at least one step), as diffusers' img2img pipelines."""
+        init_steps = min(max(int(num_inference_steps * strength), 1), num_inference_steps)
+        t_start = num_inference_steps - init_steps
+        timesteps = self.scheduler.timesteps[t_start * self.scheduler.order :]
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(t_start * self.scheduler.order)
+        return timesteps
 
-        Example:
-
-        ```py
-        >>> pipe.resolve_class_labels(["7", 3, "seven"])  # doctest: +SKIP
-        ValueError: Unknown class label 'seven'; expected one of ['0', '1', ..., '9'] or an id in 0..9.
-        ```
-        """
-        if self.num_classes == 0:
-            raise ValueError("`class_labels` were given but this pipeline's UNet has no class conditioning.")
-        if isinstance(class_labels, (torch.Tensor, np.ndarray)):
-            class_labels = class_labels.tolist()
-        labels = list(class_labels) if isinstance(class_labels, (list, tuple)) else [class_labels]
-        if not labels:
-            raise ValueError("`class_labels` is empty; expected at least one label.")
-        id2label = self.config.id2label or {}
-        by_name = {str(name).lower(): int(i) for i, name in id2label.items()}
-        names = list(id2label.values())
-        ids = []
-        for label in labels:
-            if isinstance(label, str):
-                if label.lower() not in by_name:
-                    raise ValueError(
-                        f"Unknown class label {label!r}; expected one of {names} or an id in 0..{self.num_classes - 1}"
-                        if names
-                        else f"Class label {label!r} is a name, but this pipeline has no `id2label`; pass ids in "
-                        f"0..{self.num_classes - 1}."
-                    )
-                ids.append(by_name[label.lower()])
-            elif isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-                if not 0 <= label < self.num_classes:
-                    raise ValueError(
-                        f"Class label {label} is out of range; expected an id in 0..{self.num_classes - 1}."
-                    )
-                ids.append(int(label))
-            else:
-                raise ValueError(f"Class label {label!r} has type {type(label).__name__}; expected an int or a name.")
-        return ids
-
-    def check_inputs(
+    def prepare_call(
         self,
+        *,
         prompt: str | list[str] | None,
         class_labels: int | str | Sequence[int | str] | None,
         negative_prompt: str | list[str] | None,
@@ -365,296 +311,83 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistLoraLoaderMixin):
         guidance_stop: float,
         num_images_per_prompt: int,
         generator: torch.Generator | list[torch.Generator] | None,
-        latents: torch.Tensor | None,
-        output_type: str,
-        callback_on_step_end_tensor_inputs: list[str] | None,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        prompt_attention_mask: torch.Tensor | None = None,
-        negative_prompt_attention_mask: torch.Tensor | None = None,
-        allow_unconditional: bool = False,
-    ) -> tuple[list[str] | None, list[int] | None]:
-        """
-        Validate every argument before any compute; returns the prompts and class ids as lists.
-
-        `allow_unconditional` lets the image-conditioned pipelines run with neither a prompt nor class labels.
-        """
-        if prompt is None and class_labels is None and prompt_embeds is None and not allow_unconditional:
-            raise ValueError("Provide a `prompt` (or `prompt_embeds`), `class_labels`, or both; got neither.")
-        if prompt is not None and prompt_embeds is not None:
-            raise ValueError("Got both `prompt` and `prompt_embeds`; pass only one of them.")
-        if negative_prompt is not None and negative_prompt_embeds is not None:
-            raise ValueError("Got both `negative_prompt` and `negative_prompt_embeds`; pass only one of them.")
-        prompts = None
-        if prompt is not None:
-            if self.text_encoder is None:
-                raise ValueError(f"Got prompt {prompt!r} but this pipeline has no text encoder; use `class_labels`.")
-            prompts = (
-                [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else []
-            )
-            if not prompts or not all(isinstance(p, str) for p in prompts):
-                raise ValueError(f"`prompt` must be a string or a non-empty list of strings, got {prompt!r}.")
-        num_prompts = len(prompts) if prompts is not None else None
-        if prompt_embeds is not None or negative_prompt_embeds is not None:
-            num_prompts = self.check_prompt_embeds(
-                prompt_embeds, negative_prompt_embeds, prompt_attention_mask, negative_prompt_attention_mask
-            )
-        labels = self.resolve_class_labels(class_labels) if class_labels is not None else None
-        if num_prompts is not None and labels is not None and len(labels) != num_prompts:
-            if 1 not in (num_prompts, len(labels)):
-                raise ValueError(
-                    f"Got {num_prompts} prompts and {len(labels)} class labels; expected the same number (or one "
-                    "of either, which is repeated)."
-                )
-        batch_size = max(num_prompts or 0, len(labels or []))
-        if negative_prompt is not None:
-            if self.text_encoder is None:
-                raise ValueError("Got a `negative_prompt` but this pipeline has no text encoder.")
-            if not isinstance(negative_prompt, str) and len(negative_prompt) not in (1, batch_size):
-                raise ValueError(
-                    f"Got {len(negative_prompt)} negative prompts for a batch of {batch_size}; expected 1 or "
-                    f"{batch_size}."
-                )
-        for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value <= 0 or value % self.downsample_factor:
-                raise ValueError(
-                    f"`{name}` is {value!r}; expected a positive multiple of {self.downsample_factor} for this UNet."
-                )
-        num_train_timesteps = self.scheduler.config.num_train_timesteps
-        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= num_train_timesteps:
-            raise ValueError(
-                f"`num_inference_steps` is {num_inference_steps!r}; expected an int in 1..{num_train_timesteps} "
-                "(the scheduler's training timesteps)."
-            )
-        for name, value in (
-            ("guidance_scale", guidance_scale),
-            ("guidance_start", guidance_start),
-            ("guidance_stop", guidance_stop),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"`{name}` is {value!r}; expected a finite number.")
-        if guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` is {guidance_scale}; expected a value >= 0 (1 disables guidance).")
-        if not 0.0 <= guidance_start <= guidance_stop <= 1.0:
-            raise ValueError(
-                f"`guidance_start` is {guidance_start} and `guidance_stop` is {guidance_stop}; expected "
-                "0 <= guidance_start <= guidance_stop <= 1 (fractions of the denoising steps)."
-            )
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"`num_images_per_prompt` is {num_images_per_prompt!r}; expected an int >= 1.")
-        total = batch_size * num_images_per_prompt
-        generators = generator if isinstance(generator, list) else [generator] if generator is not None else []
-        if not all(isinstance(g, torch.Generator) for g in generators):
-            raise ValueError(
-                f"`generator` is {generator!r}; expected a `torch.Generator` (e.g. "
-                "`torch.Generator().manual_seed(0)`), a list of them, or None."
-            )
-        if isinstance(generator, list) and len(generator) != total:
-            raise ValueError(
-                f"Got a list of {len(generator)} generators for {total} images "
-                f"({batch_size} prompts x {num_images_per_prompt} images per prompt); expected {total}."
-            )
-        expected_shape = (total, self.unet.config.in_channels, height, width)
-        if latents is not None and not isinstance(latents, torch.Tensor):
-            raise ValueError(
-                f"`latents` is a {type(latents).__name__}; expected a torch.Tensor of shape {expected_shape}."
-            )
-        if latents is not None and tuple(latents.shape) != expected_shape:
-            raise ValueError(f"`latents` have shape {tuple(latents.shape)}; expected {expected_shape}.")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"`output_type` is {output_type!r}; expected one of {list(OUTPUT_TYPES)}.")
-        unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(
-                f"`callback_on_step_end_tensor_inputs` {unknown} are not available; expected a subset of "
-                f"{self._callback_tensor_inputs}."
-            )
-        if "prompt_embeds" in (callback_on_step_end_tensor_inputs or []) and self.text_encoder is None:
-            raise ValueError(
-                "`callback_on_step_end_tensor_inputs` asks for 'prompt_embeds' but this pipeline has no text encoder."
-            )
-        return prompts, labels
-
-    def check_prompt_embeds(
-        self,
         prompt_embeds: torch.Tensor | None,
         negative_prompt_embeds: torch.Tensor | None,
         prompt_attention_mask: torch.Tensor | None,
         negative_prompt_attention_mask: torch.Tensor | None,
-    ) -> int | None:
-        """Validate precomputed text embeddings and their masks; returns the number of prompts they hold."""
-        if self.text_encoder is None:
-            raise ValueError("Got `prompt_embeds` but this pipeline has no text encoder (its UNet takes no text).")
-        expected_dim = self.unet.config.cross_attention_dim
-        num_prompts = None
-        for name, embeds, mask in (
-            ("prompt_embeds", prompt_embeds, prompt_attention_mask),
-            ("negative_prompt_embeds", negative_prompt_embeds, negative_prompt_attention_mask),
-        ):
-            if embeds is None:
-                continue
-            if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or embeds.shape[-1] != expected_dim:
-                shape = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
-                raise ValueError(f"`{name}` is {shape}; expected a tensor (batch, tokens, {expected_dim}).")
-            if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(embeds.shape[:2]):
-                shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else mask
-                raise ValueError(
-                    f"`{name.replace('embeds', 'attention_mask')}` is {shape}; expected a tensor "
-                    f"{tuple(embeds.shape[:2])} for `{name}` (as returned by `encode_prompt`)."
-                )
-        if prompt_embeds is not None:
-            num_prompts = prompt_embeds.shape[0]
-        if prompt_embeds is not None and negative_prompt_embeds is not None:
-            if prompt_embeds.shape != negative_prompt_embeds.shape:
-                raise ValueError(
-                    f"`negative_prompt_embeds` {tuple(negative_prompt_embeds.shape)} must have the shape of "
-                    f"`prompt_embeds` {tuple(prompt_embeds.shape)}."
-                )
-        return num_prompts
-
-    @property
-    def _embedding_dtype(self) -> torch.dtype:
-        """The dtype prompt embeddings are returned in: the UNet's, or the text encoder's without a UNet."""
-        return (self.unet if self.unet is not None else self.text_encoder).dtype
-
-    def _encode_text(self, texts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokenize and encode `texts`: hidden states `(batch, tokens, dim)` and attention mask `(batch, tokens)`."""
-        text_inputs = self.tokenizer(
-            texts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        input_ids = text_inputs.input_ids.to(device)
-        attention_mask = text_inputs.attention_mask.to(device)
-        hidden_states = self.text_encoder(input_ids, attention_mask=attention_mask)[0]
-        return hidden_states.to(dtype=self._embedding_dtype), attention_mask
-
-    def encode_prompt(
-        self,
-        prompt: str | list[str] | None,
-        device: torch.device | None = None,
-        num_images_per_prompt: int = 1,
-        do_classifier_free_guidance: bool = True,
-        negative_prompt: str | list[str] | None = None,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        prompt_attention_mask: torch.Tensor | None = None,
-        negative_prompt_attention_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        output_type: str,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None,
+        callback_on_step_end_tensor_inputs: list[str] | None,
+        latents: torch.Tensor | None = None,
+        num_input_images: int | None = None,
+        strength: float | None = None,
+    ) -> tuple[dict[str, torch.Tensor | None], torch.Tensor, int, list[str]]:
         r"""
-        Encode prompts (and the negative prompts of classifier-free guidance) with the text encoder.
-
-        Args:
-            prompt (`str` or `list[str]`, *optional*): The prompts; not needed when `prompt_embeds` are given.
-            device (`torch.device`, *optional*): Defaults to the pipeline's execution device.
-            num_images_per_prompt (`int`, defaults to 1): Each embedding is repeated this many times.
-            do_classifier_free_guidance (`bool`, defaults to `True`): Also encode the negative prompts.
-            negative_prompt (`str` or `list[str]`, *optional*): Defaults to the empty prompt.
-            prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): `(batch, tokens, dim)` embeddings
-                computed earlier (by this method), used instead of encoding text.
-            prompt_attention_mask, negative_prompt_attention_mask (`torch.Tensor`, *optional*): `(batch, tokens)`
-                masks of the given embeddings.
+        Steps 1-3 of every call (text-to-image, image-to-image, inpainting): check the inputs, encode the prompts and
+        class labels, set the timesteps. The arguments are the call's; an image-conditioned call also gives
+        `num_input_images` (see [`~MnistCallInputsMixin.check_inputs`]) and `strength` (only the last `strength` of
+        the schedule runs, see [`~MnistDiffusionPipeline.get_timesteps`]).
 
         Returns:
-            `(prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask)`, each
-            with `batch * num_images_per_prompt` rows; the negative ones are `None` without guidance.
-
-        Example:
-
-        ```py
-        >>> embeds, mask, negative_embeds, negative_mask = pipe.encode_prompt("a thick 7")  # doctest: +SKIP
-        >>> images = pipe(prompt_embeds=embeds, prompt_attention_mask=mask).images  # doctest: +SKIP
-        ```
+            `(conditioning, timesteps, batch_size, callback_on_step_end_tensor_inputs)`: the UNet's conditioning
+            keyword arguments (with the guidance-scale embedding of a distilled UNet), the timesteps to run, the
+            number of prompts, labels or input images (before `num_images_per_prompt`) and the tensors the callback
+            gets.
         """
-        device = device or self._execution_device
-        if prompt_embeds is None:
-            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-            prompt_embeds, prompt_attention_mask = self._encode_text(prompts, device)
-        batch_size = prompt_embeds.shape[0]
-        prompt_embeds = prompt_embeds.to(device=device, dtype=self._embedding_dtype)
-        prompt_attention_mask = prompt_attention_mask.to(device)
-        if do_classifier_free_guidance and negative_prompt_embeds is None:
-            if negative_prompt is None or isinstance(negative_prompt, str):
-                negative_prompt = [negative_prompt or ""] * batch_size
-            elif len(negative_prompt) == 1:
-                negative_prompt = list(negative_prompt) * batch_size
-            negative_prompt_embeds, negative_prompt_attention_mask = self._encode_text(negative_prompt, device)
-        if not do_classifier_free_guidance:
-            negative_prompt_embeds = negative_prompt_attention_mask = None
-        else:
-            negative_prompt_embeds = negative_prompt_embeds.to(device=device, dtype=self._embedding_dtype)
-            negative_prompt_attention_mask = negative_prompt_attention_mask.to(device)
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
 
-        def repeat(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            return None if tensor is None else tensor.repeat_interleave(num_images_per_prompt, dim=0)
-
-        return (
-            repeat(prompt_embeds),
-            repeat(prompt_attention_mask),
-            repeat(negative_prompt_embeds),
-            repeat(negative_prompt_attention_mask),
+        # 1. Check inputs
+        prompts, labels, batch_size = self.check_inputs(
+            prompt=prompt,
+            class_labels=class_labels,
+            negative_prompt=negative_prompt,
+            height=height,
+            width=width,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            guidance_start=guidance_start,
+            guidance_stop=guidance_stop,
+            num_images_per_prompt=num_images_per_prompt,
+            generator=generator,
+            output_type=output_type,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            latents=latents,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            prompt_attention_mask=prompt_attention_mask,
+            negative_prompt_attention_mask=negative_prompt_attention_mask,
+            num_input_images=num_input_images,
         )
+        unconditional = prompts is None and labels is None and prompt_embeds is None
+        # with neither prompt nor label both guidance branches are the same: guiding would only cost time
+        self._guidance_scale = 1.0 if unconditional else guidance_scale
+        self._interrupt = False
+        device = self._execution_device
 
-    def encode_conditioning(
-        self,
-        prompts: list[str] | None,
-        labels: list[int] | None,
-        negative_prompt: str | list[str] | None,
-        num_images_per_prompt: int,
-        device: torch.device,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        prompt_attention_mask: torch.Tensor | None = None,
-        negative_prompt_attention_mask: torch.Tensor | None = None,
-        batch_size: int | None = None,
-    ) -> dict[str, torch.Tensor | None]:
-        r"""
-        The UNet's conditioning keyword arguments for checked prompts and class ids (one of either is repeated).
+        # 2. Encode the prompts and the class labels (unconditional first, for batched guidance)
+        conditioning = self.encode_conditioning(
+            prompts,
+            labels,
+            negative_prompt,
+            num_images_per_prompt,
+            device,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            prompt_attention_mask=prompt_attention_mask,
+            negative_prompt_attention_mask=negative_prompt_attention_mask,
+            batch_size=batch_size,
+        )
+        if self.guidance_embedded:  # a distilled UNet: the guidance scale as an embedding, no unconditional pass
+            scales = torch.full((batch_size * num_images_per_prompt,), float(self._guidance_scale), device=device)
+            embedding = self.get_guidance_scale_embedding(scales, self.unet.config.time_cond_proj_dim)
+            conditioning["timestep_cond"] = embedding.to(self.unet.dtype)
 
-        With guidance (`self.do_classifier_free_guidance`) every tensor holds the unconditional half first, then the
-        conditional half, for one batched forward. A class-only UNet gets only `class_labels`. `batch_size` (the
-        number of prompts or labels by default) sets how often a single prompt or label is repeated.
-        """
-        num_prompts = prompt_embeds.shape[0] if prompt_embeds is not None else len(prompts or [])
-        batch_size = batch_size or max(num_prompts, len(labels or []))
-        prompts = prompts * batch_size if prompts is not None and len(prompts) == 1 else prompts
-        labels = labels * batch_size if labels is not None and len(labels) == 1 else labels
-        if prompt_embeds is not None and prompt_embeds.shape[0] == 1 and batch_size > 1:
-            prompt_embeds, prompt_attention_mask = (
-                t.repeat_interleave(batch_size, 0) for t in (prompt_embeds, prompt_attention_mask)
-            )
-            if negative_prompt_embeds is not None:
-                negative_prompt_embeds, negative_prompt_attention_mask = (
-                    t.repeat_interleave(batch_size, 0)
-                    for t in (negative_prompt_embeds, negative_prompt_attention_mask)
-                )
-        guidance = self.do_classifier_free_guidance
-        conditioning = {}
-        if self.num_classes:
-            ids = labels or [self.null_class_label] * batch_size
-            class_labels = torch.tensor(ids, device=device).repeat_interleave(num_images_per_prompt)
-            if guidance:
-                class_labels = torch.cat([torch.full_like(class_labels, self.null_class_label), class_labels])
-            conditioning["class_labels"] = class_labels
-        else:
-            conditioning["class_labels"] = None
-        if self.text_encoder is not None:
-            embeds, mask, negative_embeds, negative_mask = self.encode_prompt(
-                prompts or [""] * batch_size,
-                device,
-                num_images_per_prompt,
-                guidance,
-                negative_prompt,
-                prompt_embeds,
-                negative_prompt_embeds,
-                prompt_attention_mask,
-                negative_prompt_attention_mask,
-            )
-            conditioning["encoder_hidden_states"] = torch.cat([negative_embeds, embeds]) if guidance else embeds
-            conditioning["encoder_attention_mask"] = torch.cat([negative_mask, mask]) if guidance else mask
-        return conditioning
+        # 3. Set the timesteps (an image-conditioned call runs the last `strength` of them)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps if strength is None else self.get_timesteps(num_inference_steps, strength)
+        return conditioning, timesteps, batch_size, callback_on_step_end_tensor_inputs
 
     def prepare_latents(
         self,
@@ -816,6 +549,7 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistLoraLoaderMixin):
         return MnistDiffusionPipelineOutput(images=images, trajectory=trajectory)
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         prompt: str | list[str] | None = None,
@@ -881,12 +615,15 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistLoraLoaderMixin):
                 `callback_on_step_end(pipe, step, timestep, callback_kwargs)` after each step; returns the dict,
                 replacing any of the tensors it was given. It may set `pipe._guidance_scale` or `pipe._interrupt`.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): Tensors put in `callback_kwargs`, from
-                `pipe._callback_tensor_inputs` (`"latents"`, `"noise_pred"`, `"prompt_embeds"`: both guidance
-                branches, unconditional first). Defaults to `["latents"]`, or the callback's own `tensor_inputs`.
+                `pipe._callback_tensor_inputs`: `"latents"`, `"noise_pred"` and, with a text encoder, `"prompt_embeds"`
+                (both guidance branches, unconditional first). Defaults to `["latents"]`, or the callback's own
+                `tensor_inputs`.
             return_trajectory (`bool`, defaults to `False`): Also return the [`DenoisingTrajectory`] (x_t and
                 predicted x_0 at every step).
             cross_attention_kwargs (`dict`, *optional*): Passed to the UNet; `{"scale": s}` weights the loaded LoRA
                 adapters (see [`~MnistLoraLoaderMixin.load_lora_weights`]) by `s` in this call.
+
+        Examples:
 
         Returns:
             [`MnistDiffusionPipelineOutput`] or `tuple`: with `return_dict=False`, `(images,)`, or
@@ -894,81 +631,47 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistLoraLoaderMixin):
         """
         height = self.sample_size if height is None else height
         width = self.sample_size if width is None else width
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
 
-        # 1. Check inputs
-        prompts, labels = self.check_inputs(
-            prompt,
-            class_labels,
-            negative_prompt,
-            height,
-            width,
-            num_inference_steps,
-            guidance_scale,
-            guidance_start,
-            guidance_stop,
-            num_images_per_prompt,
-            generator,
-            latents,
-            output_type,
-            callback_on_step_end_tensor_inputs,
-            prompt_embeds,
-            negative_prompt_embeds,
-            prompt_attention_mask,
-            negative_prompt_attention_mask,
+        # 1.-3. Check inputs, encode the prompts and the class labels, set the timesteps
+        conditioning, timesteps, batch_size, tensor_inputs = self.prepare_call(
+            prompt=prompt,
+            class_labels=class_labels,
+            negative_prompt=negative_prompt,
+            height=height,
+            width=width,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            guidance_start=guidance_start,
+            guidance_stop=guidance_stop,
+            num_images_per_prompt=num_images_per_prompt,
+            generator=generator,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            prompt_attention_mask=prompt_attention_mask,
+            negative_prompt_attention_mask=negative_prompt_attention_mask,
+            output_type=output_type,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            latents=latents,
         )
-        self._guidance_scale = guidance_scale
-        self._interrupt = False
-        device = self._execution_device
-
-        # 2. Encode the prompts and the class labels (unconditional first, for batched guidance)
-        conditioning = self.encode_conditioning(
-            prompts,
-            labels,
-            negative_prompt,
-            num_images_per_prompt,
-            device,
-            prompt_embeds,
-            negative_prompt_embeds,
-            prompt_attention_mask,
-            negative_prompt_attention_mask,
-        )
-        batch_size = conditioning_batch_size(conditioning, self.do_classifier_free_guidance)
-
-        # 3. Set the timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
 
         # 4. Prepare the initial noise
-        shape = (batch_size, self.unet.config.in_channels, height, width)
-        latents = self.prepare_latents(shape, self.unet.dtype, device, generator, latents)
-
-        if self.guidance_embedded:  # a distilled UNet: the guidance scale as an embedding, no unconditional pass
-            scales = torch.full((batch_size,), float(self._guidance_scale), device=device)
-            embedding = self.get_guidance_scale_embedding(scales, self.unet.config.time_cond_proj_dim)
-            conditioning["timestep_cond"] = embedding.to(self.unet.dtype)
+        shape = (batch_size * num_images_per_prompt, self.unet.config.in_channels, height, width)
+        latents = self.prepare_latents(shape, self.unet.dtype, self._execution_device, generator, latents)
 
         # 5. Denoising loop
         latents, trajectory = self.denoise(
             latents,
             timesteps,
             conditioning,
-            generator,
-            guidance_start,
-            guidance_stop,
-            callback_on_step_end,
-            callback_on_step_end_tensor_inputs,
-            return_trajectory,
+            generator=generator,
+            guidance_start=guidance_start,
+            guidance_stop=guidance_stop,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=tensor_inputs,
+            return_trajectory=return_trajectory,
             cross_attention_kwargs=cross_attention_kwargs,
         )
 
         # 6. Post-process
         return self.postprocess(latents, output_type, return_dict, trajectory)
-
-
-def conditioning_batch_size(conditioning: dict[str, torch.Tensor | None], guided: bool) -> int:
-    """Number of images a conditioning dict of [`~MnistDiffusionPipeline.encode_conditioning`] is for."""
-    tensor = next(v for v in conditioning.values() if v is not None)
-    return tensor.shape[0] // 2 if guided else tensor.shape[0]

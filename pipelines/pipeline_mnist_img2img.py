@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.callbacks import PipelineCallback
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
 from mnist_diffusion.image_input import ImageInput, prepare_image
 
-from .pipeline_mnist_diffusion import MnistDiffusionPipeline, MnistDiffusionPipelineOutput
+from .pipeline_mnist_diffusion import MnistDiffusionPipeline
+from .pipeline_output import MnistDiffusionPipelineOutput
 
 EXAMPLE_DOC_STRING = """
     Examples:
         ```py
+        >>> import torch
+        >>> from PIL import Image, ImageDraw
         >>> from mnist_diffusion import MnistDiffusionPipeline, MnistImg2ImgPipeline
+        >>> from mnist_diffusion.pretrained import DIFFUSION_MODEL
 
-        >>> pipe = MnistDiffusionPipeline.from_pretrained("path/or/repo-id")
-        >>> img2img = MnistImg2ImgPipeline.from_pipe(pipe)  # same weights, no copy
-        >>> image = img2img("a thick 7", image="drawing.png", strength=0.6).images[0]
+        >>> pipe = MnistDiffusionPipeline.from_pretrained(DIFFUSION_MODEL)  # the released model, shipped offline
+        >>> img2img = MnistImg2ImgPipeline.from_pipe(pipe)  # the same weights, no copy
+        >>> sketch = Image.new("L", (200, 200), "white")  # a rough 7 in dark ink on paper, any size
+        >>> ImageDraw.Draw(sketch).line([(50, 40), (150, 40), (90, 170)], fill="black", width=14)
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> image = img2img("a thick 7", image=sketch, strength=0.6, num_inference_steps=20, generator=generator)
+        >>> image.images[0].size, image.images[0].mode
+        ((28, 28), 'L')
+
         ```
 """
 
@@ -41,14 +54,27 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
     `from_pretrained` from any saved `MnistDiffusionPipeline`.
     """
 
-    def get_timesteps(self, num_inference_steps: int, strength: float) -> torch.Tensor:
-        """The last `strength` of the scheduler's timesteps (at least one step), as diffusers' img2img pipelines."""
-        init_steps = min(max(int(num_inference_steps * strength), 1), num_inference_steps)
-        t_start = num_inference_steps - init_steps
-        timesteps = self.scheduler.timesteps[t_start * self.scheduler.order :]
-        if hasattr(self.scheduler, "set_begin_index"):
-            self.scheduler.set_begin_index(t_start * self.scheduler.order)
-        return timesteps
+    def check_image_inputs(self, image: ImageInput, strength: Any, invert: bool | None) -> tuple[torch.Tensor, float]:
+        r"""
+        The input images in the model's convention, `(num_images, 1, size, size)` in [-1, 1], and `strength` as a
+        float; a number type of numpy or a 0-d tensor is accepted as `strength`, like a Python float.
+        """
+        if image is None:
+            raise ValueError("`image` is required: a PIL image, numpy array, torch tensor or file path.")
+        if isinstance(strength, (np.ndarray, torch.Tensor)) and strength.ndim == 0:
+            strength = strength.item()
+        if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0.0 < strength <= 1.0:
+            raise ValueError(f"`strength` is {strength!r}; expected a number in (0, 1] (1.0 ignores the image).")
+        if invert is not None and not isinstance(invert, bool):
+            raise ValueError(f"`invert` is {invert!r}; expected True, False or None (detect from the border).")
+        size = self.sample_size
+        return prepare_image(image, size, size, invert=invert, argument="image"), float(strength)
+
+    def repeat_for_batch(self, images: torch.Tensor, batch_size: int, num_images_per_prompt: int) -> torch.Tensor:
+        """One row of `images` (one or `batch_size` of them) per output image, on the UNet's device and dtype."""
+        images = images.expand(batch_size, *images.shape[1:]) if images.shape[0] == 1 else images
+        images = images.to(device=self._execution_device, dtype=self.unet.dtype)
+        return images.repeat_interleave(num_images_per_prompt, dim=0)
 
     def prepare_image_latents(
         self,
@@ -63,126 +89,8 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
         noise = randn_tensor(tuple(image.shape), generator=generator, device=image.device, dtype=image.dtype)
         return self.scheduler.add_noise(image, noise, timestep.repeat(image.shape[0]))
 
-    def check_image_inputs(
-        self,
-        image: ImageInput,
-        strength: float,
-        invert: bool | None,
-        batch_size: int,
-        num_images_per_prompt: int,
-        generator: torch.Generator | list[torch.Generator] | None,
-    ) -> tuple[torch.Tensor, int]:
-        """
-        The input images in the model's convention and the batch size they make with `batch_size` prompts/labels.
-        """
-        if image is None:
-            raise ValueError("`image` is required: a PIL image, numpy array, torch tensor or file path.")
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
-            raise ValueError(f"`strength` is {strength!r}; expected a number in (0, 1] (1.0 ignores the image).")
-        if invert is not None and not isinstance(invert, bool):
-            raise ValueError(f"`invert` is {invert!r}; expected True, False or None (detect from the border).")
-        size = self.sample_size
-        images = prepare_image(image, size, size, invert=invert, argument="image")
-        if batch_size not in (0, 1, images.shape[0]) and images.shape[0] != 1:
-            raise ValueError(
-                f"Got {images.shape[0]} images for {batch_size} prompts or class labels; expected the same number "
-                "(or one of either, which is repeated)."
-            )
-        batch_size = max(batch_size, images.shape[0])
-        total = batch_size * num_images_per_prompt
-        if isinstance(generator, list) and len(generator) != total:
-            raise ValueError(f"Got a list of {len(generator)} generators for {total} images; expected {total}.")
-        images = images.expand(batch_size, *images.shape[1:]) if images.shape[0] == 1 else images
-        images = images.to(device=self._execution_device, dtype=self.unet.dtype)
-        return images.repeat_interleave(num_images_per_prompt, dim=0), batch_size
-
-    def prepare_call(
-        self,
-        prompt: str | list[str] | None,
-        image: ImageInput,
-        strength: float,
-        invert: bool | None,
-        class_labels: int | str | Sequence[int | str] | None,
-        negative_prompt: str | list[str] | None,
-        num_inference_steps: int,
-        guidance_scale: float,
-        guidance_start: float,
-        guidance_stop: float,
-        num_images_per_prompt: int,
-        generator: torch.Generator | list[torch.Generator] | None,
-        prompt_embeds: torch.Tensor | None,
-        negative_prompt_embeds: torch.Tensor | None,
-        prompt_attention_mask: torch.Tensor | None,
-        negative_prompt_attention_mask: torch.Tensor | None,
-        output_type: str,
-        callback_on_step_end: Callable | PipelineCallback | None,
-        callback_on_step_end_tensor_inputs: list[str] | None,
-    ) -> tuple[torch.Tensor, dict, torch.Tensor, list[str]]:
-        r"""
-        Steps 1-3 of every image-conditioned call: check the inputs, encode the conditioning, set the timesteps.
-
-        Returns:
-            `(images, conditioning, timesteps, callback_on_step_end_tensor_inputs)`: the input images
-            `(batch, 1, size, size)` in [-1, 1], one per output image; the UNet's conditioning; the timesteps of
-            the last `strength` of the schedule.
-        """
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
-        size = self.sample_size
-
-        # 1. Check inputs
-        prompts, labels = self.check_inputs(
-            prompt,
-            class_labels,
-            negative_prompt,
-            size,
-            size,
-            num_inference_steps,
-            guidance_scale,
-            guidance_start,
-            guidance_stop,
-            num_images_per_prompt,
-            None,
-            None,
-            output_type,
-            callback_on_step_end_tensor_inputs,
-            prompt_embeds,
-            negative_prompt_embeds,
-            prompt_attention_mask,
-            negative_prompt_attention_mask,
-            allow_unconditional=True,
-        )
-        num_prompts = prompt_embeds.shape[0] if prompt_embeds is not None else len(prompts or [])
-        images, batch_size = self.check_image_inputs(
-            image, strength, invert, max(num_prompts, len(labels or [])), num_images_per_prompt, generator
-        )
-        unconditional = prompts is None and labels is None and prompt_embeds is None
-        # with neither prompt nor label both guidance branches are the same: guiding would only cost time
-        self._guidance_scale = 1.0 if unconditional else guidance_scale
-        self._interrupt = False
-        device = self._execution_device
-
-        # 2. Encode the prompts and the class labels (unconditional first, for batched guidance)
-        conditioning = self.encode_conditioning(
-            prompts,
-            labels,
-            negative_prompt,
-            num_images_per_prompt,
-            device,
-            prompt_embeds,
-            negative_prompt_embeds,
-            prompt_attention_mask,
-            negative_prompt_attention_mask,
-            batch_size=batch_size,
-        )
-
-        # 3. Set the timesteps: the last `strength` of the schedule
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.get_timesteps(num_inference_steps, strength)
-        return images, conditioning, timesteps, callback_on_step_end_tensor_inputs
-
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         prompt: str | list[str] | None = None,
@@ -216,9 +124,11 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
             image (PIL image, `np.ndarray`, `torch.Tensor`, file path, or a list of them): The starting image(s);
                 any size (resized to `unet.config.sample_size`), gray or RGB(A). numpy: channels last, `uint8` or
                 floats in [0, 1]; torch: channels first, in [0, 1] or [-1, 1]. One image is used for every prompt.
-            strength (`float`, defaults to 0.6): In (0, 1]: how far into the noise schedule the image is pushed
-                before denoising; the last `int(strength * num_inference_steps)` steps run (at least one).
-                Near 0 returns (almost) the input, 1.0 ignores it.
+                At most `MAX_IMAGE_PIXELS` pixels in all (checked before decoding).
+            strength (`float`, defaults to 0.6): In (0, 1] (a Python or numpy number, or a 0-d tensor): how far
+                into the noise schedule the image is pushed before denoising; the last
+                `int(strength * num_inference_steps)` steps run (at least one). Near 0 returns (almost) the input,
+                1.0 ignores it.
             class_labels (`int`, `str` or a list of them, *optional*): Class ids or names (see
                 [`MnistDiffusionPipeline.__call__`]). Without prompt and labels the image is denoised unconditionally.
             negative_prompt, num_inference_steps, guidance_scale, guidance_start, guidance_stop,
@@ -229,34 +139,40 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
             invert (`bool`, *optional*): `True` for dark ink on light paper, `False` for white on black; detected
                 per image from its border when not given.
 
+        Examples:
+
         Returns:
             [`MnistDiffusionPipelineOutput`] or `tuple`, as [`MnistDiffusionPipeline.__call__`]; the trajectory starts
             at the noised input.
         """
-        # 1.-3. Check inputs, encode the prompts and labels, set the timesteps
-        images, conditioning, timesteps, tensor_inputs = self.prepare_call(
-            prompt,
-            image,
-            strength,
-            invert,
-            class_labels,
-            negative_prompt,
-            num_inference_steps,
-            guidance_scale,
-            guidance_start,
-            guidance_stop,
-            num_images_per_prompt,
-            generator,
-            prompt_embeds,
-            negative_prompt_embeds,
-            prompt_attention_mask,
-            negative_prompt_attention_mask,
-            output_type,
-            callback_on_step_end,
-            callback_on_step_end_tensor_inputs,
+        # 1.-3. Check inputs (the images first: their number counts in the batch), encode the prompts and the class
+        # labels, set the timesteps (the last `strength` of the schedule)
+        images, strength = self.check_image_inputs(image, strength, invert)
+        conditioning, timesteps, batch_size, tensor_inputs = self.prepare_call(
+            prompt=prompt,
+            class_labels=class_labels,
+            negative_prompt=negative_prompt,
+            height=self.sample_size,
+            width=self.sample_size,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            guidance_start=guidance_start,
+            guidance_stop=guidance_stop,
+            num_images_per_prompt=num_images_per_prompt,
+            generator=generator,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            prompt_attention_mask=prompt_attention_mask,
+            negative_prompt_attention_mask=negative_prompt_attention_mask,
+            output_type=output_type,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            num_input_images=images.shape[0],
+            strength=strength,
         )
 
-        # 4. Noise the input image to the first timestep
+        # 4. Noise the input images to the first timestep
+        images = self.repeat_for_batch(images, batch_size, num_images_per_prompt)
         latents = self.prepare_image_latents(images, timesteps[:1], strength, generator)
 
         # 5. Denoising loop
@@ -264,12 +180,12 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
             latents,
             timesteps,
             conditioning,
-            generator,
-            guidance_start,
-            guidance_stop,
-            callback_on_step_end,
-            tensor_inputs,
-            return_trajectory,
+            generator=generator,
+            guidance_start=guidance_start,
+            guidance_stop=guidance_stop,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=tensor_inputs,
+            return_trajectory=return_trajectory,
             cross_attention_kwargs=cross_attention_kwargs,
         )
 

@@ -9,14 +9,14 @@ import torch
 from diffusers.callbacks import PipelineCallback
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers import DDIMScheduler, DDPMScheduler
-from diffusers.utils import logging
+from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
 from mnist_diffusion.image_input import ImageInput, load_images, prepare_mask
 from mnist_diffusion.schedulers.scheduling_mnist_ddpm import renoise
 
-from .pipeline_mnist_diffusion import MnistDiffusionPipelineOutput
 from .pipeline_mnist_img2img import MnistImg2ImgPipeline
+from .pipeline_output import MnistDiffusionPipelineOutput
 
 logger = logging.get_logger(__name__)
 
@@ -24,6 +24,28 @@ logger = logging.get_logger(__name__)
 RESAMPLING_SCHEDULERS = (DDPMScheduler, DDIMScheduler)  # MnistDDPMScheduler is a DDPMScheduler
 #: Most times one stretch of the schedule may be denoised (`jump_n_sample`); RePaint's paper uses 10.
 MAX_JUMP_N_SAMPLE = 20
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import numpy as np
+        >>> import torch
+        >>> from mnist_diffusion import MnistDiffusionPipeline, MnistInpaintPipeline
+        >>> from mnist_diffusion.pretrained import DIFFUSION_MODEL
+
+        >>> pipe = MnistDiffusionPipeline.from_pretrained(DIFFUSION_MODEL)  # the released model, shipped offline
+        >>> inpaint = MnistInpaintPipeline.from_pipe(pipe)  # the same weights, no copy
+        >>> three = pipe(class_labels=3, num_inference_steps=20, generator=torch.Generator().manual_seed(0)).images[0]
+        >>> mask = np.zeros((28, 28), dtype=np.uint8)
+        >>> mask[:, :14] = 255  # repaint the left half, keep the right half of the 3
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> eight = inpaint(image=three, mask_image=mask, class_labels=8, num_inference_steps=20, generator=generator)
+        >>> kept = np.asarray(eight.images[0], dtype=int)[:, 14:] - np.asarray(three, dtype=int)[:, 14:]
+        >>> int(np.abs(kept).max()) <= 1  # the right half is kept (up to rounding)
+        True
+
+        ```
+"""
 
 
 def repaint_schedule(num_steps: int, jump_length: int, jump_n_sample: int) -> list[int]:
@@ -64,15 +86,6 @@ class MnistInpaintPipeline(MnistImg2ImgPipeline):
     scheduler whose `step` keeps no history (`MnistDDPMScheduler`, `DDPMScheduler`, `DDIMScheduler`). Without
     resampling every scheduler of the text-to-image pipeline works. Images are accepted as in
     [`MnistImg2ImgPipeline`]; results are white on black.
-
-    Example:
-
-    ```py
-    >>> from mnist_diffusion import MnistDiffusionPipeline, MnistInpaintPipeline
-
-    >>> inpaint = MnistInpaintPipeline.from_pipe(MnistDiffusionPipeline.from_pretrained("path"))  # doctest: +SKIP
-    >>> image = inpaint(image="digit.png", mask_image="mask.png", class_labels=8).images[0]  # doctest: +SKIP
-    ```
     """
 
     def check_mask(
@@ -148,6 +161,7 @@ class MnistInpaintPipeline(MnistImg2ImgPipeline):
         return before_step, after_step
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         prompt: str | list[str] | None = None,
@@ -200,38 +214,42 @@ class MnistInpaintPipeline(MnistImg2ImgPipeline):
                 As in [`MnistImg2ImgPipeline.__call__`]; the guidance interval and `pipe.num_timesteps` count the
                 steps with the resampled ones.
 
+        Examples:
+
         Returns:
             [`MnistDiffusionPipelineOutput`] or `tuple`, as [`MnistDiffusionPipeline.__call__`]. The known pixels
             equal the input's at the model's resolution (white on black).
         """
-        # 1.-3. Check inputs (and the mask), encode the prompts and labels, set the timesteps
+        # 1.-3. Check inputs (the images and masks first: their number counts in the batch), encode the prompts and
+        # the class labels, set the timesteps (the last `strength` of the schedule)
         images, masks = self.check_mask(image, mask_image, jump_length, jump_n_sample)
-        images, conditioning, timesteps, tensor_inputs = self.prepare_call(
-            prompt,
-            images,
-            strength,
-            invert,
-            class_labels,
-            negative_prompt,
-            num_inference_steps,
-            guidance_scale,
-            guidance_start,
-            guidance_stop,
-            num_images_per_prompt,
-            generator,
-            prompt_embeds,
-            negative_prompt_embeds,
-            prompt_attention_mask,
-            negative_prompt_attention_mask,
-            output_type,
-            callback_on_step_end,
-            callback_on_step_end_tensor_inputs,
+        images, strength = self.check_image_inputs(images, strength, invert)
+        conditioning, timesteps, batch_size, tensor_inputs = self.prepare_call(
+            prompt=prompt,
+            class_labels=class_labels,
+            negative_prompt=negative_prompt,
+            height=self.sample_size,
+            width=self.sample_size,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            guidance_start=guidance_start,
+            guidance_stop=guidance_stop,
+            num_images_per_prompt=num_images_per_prompt,
+            generator=generator,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            prompt_attention_mask=prompt_attention_mask,
+            negative_prompt_attention_mask=negative_prompt_attention_mask,
+            output_type=output_type,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            num_input_images=images.shape[0],
+            strength=strength,
         )
-        batch_size = images.shape[0] // num_images_per_prompt
-        masks = masks.expand(batch_size, *masks.shape[1:]) if masks.shape[0] == 1 else masks
-        masks = masks.repeat_interleave(num_images_per_prompt, dim=0).to(device=images.device, dtype=images.dtype)
 
-        # 4. Noise the input image to the first timestep (pure noise at strength 1.0)
+        # 4. Noise the input images to the first timestep (pure noise at strength 1.0)
+        images = self.repeat_for_batch(images, batch_size, num_images_per_prompt)
+        masks = self.repeat_for_batch(masks, batch_size, num_images_per_prompt)
         latents = self.prepare_image_latents(images, timesteps[:1], strength, generator)
 
         # 5. Denoising loop, RePaint's order: known pixels put back after every step, jumps back re-noised
@@ -241,12 +259,12 @@ class MnistInpaintPipeline(MnistImg2ImgPipeline):
             latents,
             timesteps[order],
             conditioning,
-            generator,
-            guidance_start,
-            guidance_stop,
-            callback_on_step_end,
-            tensor_inputs,
-            return_trajectory,
+            generator=generator,
+            guidance_start=guidance_start,
+            guidance_stop=guidance_stop,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=tensor_inputs,
+            return_trajectory=return_trajectory,
             before_step=before_step,
             after_step=after_step,
             cross_attention_kwargs=cross_attention_kwargs,

@@ -156,7 +156,7 @@ def test_trust_remote_code_load_without_the_package(hub, pushed, tmp_path):
 
 def test_uploaded_code_is_generated_from_the_package_source():
     source, dependencies = community_source("pipeline_mnist_diffusion")
-    assert dependencies == ["lora", "scheduling_mnist_ddpm"]
+    assert dependencies == ["call_inputs", "lora", "pipeline_output", "scheduling_mnist_ddpm"]
     assert "from .scheduling_mnist_ddpm import predict_original_sample" in source
     assert not re.search(r"^\s*(from|import) mnist_diffusion", source, flags=re.M)
     assert "def from_pretrained" not in source

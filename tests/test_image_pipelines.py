@@ -230,6 +230,11 @@ def test_mask_is_binarised_at_the_model_resolution():
         ({"image": {"a": 1}}, "`image` has type dict"),
         ({"invert": "yes"}, "`invert` is 'yes'"),
         ({"image": [digit(), digit(), digit()], "class_labels": [1, 2]}, "Got 3 images for 2 prompts"),
+        ({"image": np.zeros((8, 8, 5), dtype=np.uint8)}, r"`image` has shape \(8, 8, 5\); expected a channels-last"),
+        ({"image": np.zeros((8, 8), dtype=np.complex64)}, "`image` has dtype complex64"),
+        ({"image": np.zeros((0, 0))}, r"`image` is empty \(0x0 pixels\)"),
+        ({"strength": np.float32(1.5)}, r"`strength` is np.float32\(1.5\)"),
+        ({"strength": torch.tensor([0.5, 0.5])}, "`strength` is tensor"),
     ],
 )
 def test_img2img_bad_input(img2img, kwargs, message):
@@ -238,6 +243,21 @@ def test_img2img_bad_input(img2img, kwargs, message):
     with pytest.raises(ValueError, match=message):
         img2img(**{"image": digit(), "class_labels": 1, "num_inference_steps": 2, **kwargs})
     assert calls == []
+
+
+def test_strength_as_numpy_or_0d_tensor_is_a_number(img2img):
+    def run(strength):
+        return img2img(image=digit(), class_labels=1, strength=strength, num_inference_steps=4, generator=seeded())
+
+    expected = run(0.5).images[0]
+    for strength in (np.float64(0.5), np.float32(0.5), torch.tensor(0.5), np.array(0.5), torch.tensor(0.5).half()):
+        assert np.array_equal(np.asarray(run(strength).images[0]), np.asarray(expected)), type(strength)
+
+
+@pytest.mark.parametrize("pipeline_class", [MnistDiffusionPipeline, MnistImg2ImgPipeline, MnistInpaintPipeline])
+def test_from_pipe_refuses_what_is_not_a_pipeline(pipeline_class):
+    with pytest.raises(TypeError, match="`pipeline` is a NoneType; expected a MnistDiffusionPipeline"):
+        pipeline_class.from_pipe(None)
 
 
 def test_undecodable_image_file_is_refused(img2img, tmp_path):

@@ -159,8 +159,43 @@ def test_prompt_embeds_on_a_class_only_pipeline_are_refused():
     pipe = make_tiny_pipeline(text=False)
     with pytest.raises(ValueError, match="no text encoder"):
         pipe(prompt_embeds=torch.zeros(1, 4, 32), prompt_attention_mask=torch.ones(1, 4))
-    with pytest.raises(ValueError, match="'prompt_embeds' but this pipeline has no text encoder"):
+    with pytest.raises(ValueError, match="'prompt_embeds' needs a text encoder, this pipeline has none"):
         pipe(class_labels=1, callback_on_step_end=SDCFGCutoffCallback(cutoff_step_ratio=0.5))
+
+
+@pytest.mark.parametrize("text, classes", [(False, True), (True, False), (True, True)], ids=["class", "text", "both"])
+def test_callback_tensor_inputs_are_those_the_pipeline_has(text, classes):
+    # diffusers' PipelineTesterMixin.test_callback_inputs and test_callback_cfg, on each kind of pipeline
+    pipe = make_tiny_pipeline(text=text, classes=classes)
+    assert pipe._callback_tensor_inputs == ["latents", "noise_pred"] + ["prompt_embeds"] * text
+    inputs = {"prompt": "a 7"} if text else {"class_labels": 7}
+
+    def callback_inputs_subset(pipe, i, t, callback_kwargs):
+        assert set(callback_kwargs) <= set(pipe._callback_tensor_inputs)
+        return callback_kwargs
+
+    def callback_inputs_all(pipe, i, t, callback_kwargs):
+        assert set(callback_kwargs) == set(pipe._callback_tensor_inputs)
+        assert all(isinstance(tensor, torch.Tensor) for tensor in callback_kwargs.values())
+        return callback_kwargs
+
+    def callback_inputs_change_tensor(pipe, i, t, callback_kwargs):
+        if i == pipe.num_timesteps - 1:
+            callback_kwargs["latents"] = torch.zeros_like(callback_kwargs["latents"])
+        return callback_kwargs
+
+    run(pipe, **inputs, callback_on_step_end=callback_inputs_subset, callback_on_step_end_tensor_inputs=["latents"])
+    everything = {"callback_on_step_end_tensor_inputs": pipe._callback_tensor_inputs}
+    run(pipe, **inputs, callback_on_step_end=callback_inputs_all, **everything)
+    output = run(pipe, **inputs, callback_on_step_end=callback_inputs_change_tensor, **everything)
+    assert output.abs().sum() == 0.5 * output.numel()  # zero latents post-process to 0.5 gray
+
+    def callback_increase_guidance(pipe, i, t, callback_kwargs):
+        pipe._guidance_scale += 1.0
+        return callback_kwargs
+
+    run(pipe, **inputs, guidance_scale=2.0, callback_on_step_end=callback_increase_guidance, **everything)
+    assert pipe.guidance_scale == 2.0 + pipe.num_timesteps
 
 
 def test_downsample_factor_is_the_unets_with_patch_size():
