@@ -122,9 +122,9 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
         Args:
             prompt (`str` or `list[str]`, *optional*): What the result should be, e.g. "a thick 7".
             image (PIL image, `np.ndarray`, `torch.Tensor`, file path, or a list of them): The starting image(s);
-                any size (resized to `unet.config.sample_size`), gray or RGB(A). numpy: channels last, `uint8` or
-                floats in [0, 1]; torch: channels first, in [0, 1] or [-1, 1]. One image is used for every prompt.
-                At most `MAX_IMAGE_PIXELS` pixels in all (checked before decoding).
+                any size (resized to `unet.config.sample_size`), gray or RGB(A). numpy: channels last, `uint8`,
+                `uint16` or floats in [0, 1]; torch: channels first, in [0, 1] or [-1, 1]. One image is used for
+                every prompt. At most `MAX_IMAGE_PIXELS` pixels in all (checked before decoding).
             strength (`float`, defaults to 0.6): In (0, 1] (a Python or numpy number, or a 0-d tensor): how far
                 into the noise schedule the image is pushed before denoising; the last
                 `int(strength * num_inference_steps)` steps run (at least one). Near 0 returns (almost) the input,
