@@ -28,8 +28,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from mnist_diffusion import MnistDiffusionPipeline, build_caption_tokenizer, build_text_encoder
+from mnist_diffusion.data import prepare_training_data
 from mnist_diffusion.pretrained import MNIST_CLIP
 from mnist_diffusion.training import arguments, run_folder
+from mnist_diffusion.training.classifier import train_classifier
 from mnist_diffusion.training.text_to_image import resolve_text_encoder
 from mnist_diffusion.training.validation import build_evaluator
 
@@ -751,3 +753,19 @@ def test_training_evaluation_is_the_evaluate_protocol_and_independent_of_the_bat
         assert metrics["per_class_accuracy"] == expected.accuracy_per_class
         assert metrics["classifier_fid"] == pytest.approx(expected.classifier_fid, rel=1e-4, abs=1e-7)
         assert metrics["classifier_fid_floor"] == pytest.approx(expected.classifier_fid_floor, rel=1e-6)
+
+
+def test_train_classifier_is_callable_in_process_and_reproducible():
+    dataset = make_digit_dataset(num_samples=32)
+    first = train_classifier(dataset, num_steps=2, batch_size=16, seed=3)
+    again = train_classifier(prepare_training_data(dataset), num_steps=2, batch_size=16, seed=3)
+    assert not first.training and first.config.id2label == {"0": "0", "1": "1", "2": "2", "3": "3"}
+    for name, tensor in first.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], tensor, msg=f"{name} differs with the same seed")
+    other_seed = train_classifier(dataset, num_steps=2, batch_size=16, seed=4)
+    assert not torch.equal(other_seed.state_dict()["head.1.weight"], first.state_dict()["head.1.weight"])
+    epochs = []
+    train_classifier(dataset, num_epochs=2, batch_size=16, end_of_epoch=lambda epoch, model: epochs.append(epoch))
+    assert epochs == [0, 1]
+    with pytest.raises(ValueError, match="num_steps is 0; expected a positive integer"):
+        train_classifier(dataset, num_steps=0)

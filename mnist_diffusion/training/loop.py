@@ -202,10 +202,11 @@ def run_training_loop(
             )
             accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=global_step)
 
-            if checkpointing_steps and global_step % checkpointing_steps == 0:
+            if on_checkpoint_step is not None and checkpointing_steps and global_step % checkpointing_steps == 0:
                 on_checkpoint_step(global_step)
             is_last = global_step >= max_train_steps
-            if accelerator.is_main_process and validation_steps and (global_step % validation_steps == 0 or is_last):
+            validation_due = validation_steps and (global_step % validation_steps == 0 or is_last)
+            if validate is not None and validation_due and accelerator.is_main_process:
                 validate(global_step)
                 for model in trained:
                     model.train()
