@@ -10,7 +10,12 @@ from conftest import make_tiny_pipeline
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from mnist_diffusion.pipelines.pipeline_mnist_inpaint import repaint_schedule
 
-from mnist_diffusion import MnistDiffusionPipeline, MnistImg2ImgPipeline, MnistInpaintPipeline
+from mnist_diffusion import (
+    MnistDiffusionPipeline,
+    MnistImg2ImgPipeline,
+    MnistInpaintPipeline,
+    MnistUNet2DConditionModel,
+)
 from mnist_diffusion.image_input import is_dark_on_light, prepare_image, prepare_mask
 
 
@@ -70,6 +75,17 @@ def test_strength_one_equals_text_to_image_from_the_same_noise(img2img):
     kwargs = {"prompt": "a 7", "class_labels": 7, "num_inference_steps": 4, "output_type": "pt"}
     text_to_image = MnistDiffusionPipeline.from_pipe(img2img)(generator=seeded(), **kwargs).images
     assert torch.equal(img2img(image=digit(), strength=1.0, generator=seeded(), **kwargs).images, text_to_image)
+
+
+def test_a_guidance_embedded_unet_gets_its_guidance_embedding_in_img2img(img2img):
+    # a few-step student: the guidance scale goes in as `timestep_cond`, in every pipeline (steps 1-3 are shared)
+    torch.manual_seed(0)
+    img2img.unet = MnistUNet2DConditionModel.from_config(img2img.unet.config, time_cond_proj_dim=8)
+    kwargs = {"class_labels": 7, "num_inference_steps": 2, "guidance_scale": 1.5, "output_type": "pt"}
+    text_to_image = MnistDiffusionPipeline.from_pipe(img2img)(generator=seeded(), **kwargs).images
+    assert torch.equal(img2img(image=digit(), strength=1.0, generator=seeded(), **kwargs).images, text_to_image)
+    stronger = img2img(image=digit(), strength=1.0, generator=seeded(), **{**kwargs, "guidance_scale": 3.0}).images
+    assert not torch.equal(stronger, text_to_image)
 
 
 def test_strength_near_zero_returns_almost_the_input(img2img):
