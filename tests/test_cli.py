@@ -203,6 +203,11 @@ def fail_if_sampling(monkeypatch):
             "-o/--output '{folder}/d.gif' is a folder",
         ),
         (["visualize", "classes", "-o", "{file}/c"], "which is a file; expected a folder path"),
+        # Permission bits say /proc is writable for root; only a real write shows it is not.
+        (
+            ["generate", "--class-label", "3", "-o", "/proc/x.png"],
+            "-o/--output '/proc/x.png': cannot write in '/proc'",
+        ),
     ],
 )
 def test_outputs_are_checked_before_any_sampling(saved_pipeline, tmp_path, capsys, monkeypatch, argv, message):

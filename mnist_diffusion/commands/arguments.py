@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import tempfile
 from pathlib import Path
 
 #: The extensions named in errors about image outputs (PIL writes more; any of them is accepted).
@@ -29,8 +30,14 @@ def _check_parent(flag: str, path: Path) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise ValueError(f"{flag} {str(path)!r} is inside {str(parent)!r}, which is a file; expected a folder path.")
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"{flag} {str(path)!r}: cannot write in {str(parent)!r}; expected a writable location.")
+    # A file created and removed proves the folder writable where permission bits do not (/proc, read-only mounts).
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"{flag} {str(path)!r}: cannot write in {str(parent)!r} ({error.strerror}); expected a writable location."
+        ) from None
 
 
 def check_image_output(flag: str, path: str | os.PathLike) -> Path:
