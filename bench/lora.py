@@ -1,0 +1,186 @@
+"""Benchmark: LoRA fine-tuning (train_lora.py defaults) on two styles the base model never saw, K images per digit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from mnist_diffusion import MnistDiffusionPipeline
+from mnist_diffusion.data import ImageClassData, load_split, prepare_training_data
+from mnist_diffusion.loading import scheduler_from_config
+from mnist_diffusion.pretrained import DIFFUSION_MODEL
+from mnist_diffusion.training.classifier import train_classifier
+
+STYLES = ("font", "dots")
+TRAIN_LORA = Path(__file__).resolve().parents[1] / "training" / "train_lora.py"
+
+
+def font_digits(labels: list[int], seed: int) -> torch.Tensor:
+    """Digits typeset in Pillow's bundled font (upright, uniform strokes), jittered in size, position and slant."""
+    generator = np.random.default_rng(seed)
+    images = []
+    for label in labels:
+        size = int(generator.integers(44, 52))
+        font = ImageFont.load_default(size=size)
+        canvas = Image.new("L", (56, 56), 0)
+        draw = ImageDraw.Draw(canvas)
+        left, top, right, bottom = draw.textbbox((0, 0), str(label), font=font)
+        x = (56 - (right - left)) / 2 - left + generator.uniform(-2, 2)
+        y = (56 - (bottom - top)) / 2 - top + generator.uniform(-2, 2)
+        draw.text((x, y), str(label), fill=255, font=font, stroke_width=1, stroke_fill=255)
+        canvas = canvas.rotate(float(generator.uniform(-6, 6)), resample=Image.BILINEAR)
+        images.append(np.asarray(canvas.resize((28, 28), Image.BOX)))
+    return torch.from_numpy(np.stack(images))[:, None]
+
+
+def dotted(images: torch.Tensor) -> torch.Tensor:
+    """MNIST strokes re-inked as a grid of dots (one 2x2 dot every 4 pixels): a texture MNIST never has."""
+    on = torch.arange(28) % 4 < 2
+    mask = (on[:, None] & on[None, :]).float()
+    return (images.float() * mask).round().to(torch.uint8)
+
+
+def style_images(style: str, labels: list[int], seed: int, mnist: ImageClassData) -> torch.Tensor:
+    """uint8 `(n, 1, 28, 28)` white-on-black images of `labels` in `style`."""
+    if style == "font":
+        return font_digits(labels, seed)
+    generator = torch.Generator().manual_seed(seed)
+    picks = []
+    for label in labels:
+        candidates = (mnist.labels == label).nonzero().flatten()
+        picks.append(candidates[torch.randint(len(candidates), (1,), generator=generator)])
+    return dotted(mnist.images[torch.cat(picks)])
+
+
+def write_folder(images: torch.Tensor, labels: list[int], folder: Path) -> None:
+    """`folder/<label>/<i>.png`, the layout train_lora.py reads."""
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0].numpy()).save(folder / str(label) / f"{i}.png")
+
+
+@torch.no_grad()
+def predict(classifier: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Class ids a classifier reads in uint8 images."""
+    return classifier.predict(images.float() / 255)[0]
+
+
+def train_scorers(
+    style: str, mnist: ImageClassData, per_digit: int, seed: int
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A digit classifier for `style` and a style classifier (1: `style`, 0: plain MNIST), trained here."""
+    labels = [d for d in range(10) for _ in range(per_digit)]
+    styled = style_images(style, labels, seed, mnist)
+    digits = train_classifier(ImageClassData(styled, torch.tensor(labels), [str(d) for d in range(10)]), num_epochs=3)
+    plain = mnist.images[
+        torch.randperm(len(mnist.labels), generator=torch.Generator().manual_seed(seed))[: len(labels)]
+    ]
+    both = ImageClassData(
+        torch.cat([plain, styled]), torch.tensor([0] * len(labels) + [1] * len(labels)), ["mnist", style]
+    )
+    return digits, train_classifier(both, num_epochs=2)
+
+
+@torch.no_grad()
+def sample(pipe: MnistDiffusionPipeline, digits: list[int], per_digit: int, steps: int) -> torch.Tensor:
+    """`per_digit` uint8 samples of each digit, seed 0, DPM-Solver++ at `steps` steps."""
+    out = pipe(
+        class_labels=digits,
+        num_images_per_prompt=per_digit,
+        num_inference_steps=steps,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).images
+    return (out * 255).round().to(torch.uint8)
+
+
+def run_case(args, style, k, digits, mnist, scorers, workdir) -> dict:
+    """Fine-tune on `k` images of each of `digits` in `style` with train_lora.py's defaults; score on all digits."""
+    labels = [d for d in digits for _ in range(k)]
+    data, output = workdir / f"{style}-{k}-{len(digits)}" / "data", workdir / f"{style}-{k}-{len(digits)}" / "lora"
+    write_folder(style_images(style, labels, args.seed + 1000 + k, mnist), labels, data)
+    command = [sys.executable, str(TRAIN_LORA), "--train_data_dir", str(data), "--output_dir", str(output)]
+    command += ["--pretrained_model_name_or_path", str(args.model), *args.train_args]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    pipe = MnistDiffusionPipeline.from_pretrained(args.model)
+    pipe.scheduler = scheduler_from_config("dpm", pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    everything = list(range(10))
+    base = sample(pipe, everything, args.per_digit, args.steps)
+    pipe.load_lora_weights(output)
+    styled = sample(pipe, everything, args.per_digit, args.steps)
+    pipe.unload_lora_weights()
+    unloaded = sample(pipe, everything, args.per_digit, args.steps)
+    wanted = torch.tensor(everything).repeat_interleave(args.per_digit)
+    digit_reader, style_reader = scorers
+    read, in_style = predict(digit_reader, styled) == wanted, predict(style_reader, styled) == 1
+    seen = torch.isin(wanted, torch.tensor(digits))
+    unet_bytes = (Path(args.model) / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size
+    result = {
+        "style": style,
+        "k": k,
+        "digits": f"{digits[0]}-{digits[-1]}",
+        "seconds": round(seconds, 1),
+        "adapter_kb": round((output / "pytorch_lora_weights.safetensors").stat().st_size / 1024, 1),
+        "adapter_share_of_unet": round((output / "pytorch_lora_weights.safetensors").stat().st_size / unet_bytes, 4),
+        "digit_accuracy": round(read.float().mean().item(), 3),
+        "in_style": round(in_style.float().mean().item(), 3),
+        "base_in_style": round((predict(style_reader, base) == 1).float().mean().item(), 3),
+        "unload_bitwise": bool(torch.equal(unloaded, base)),
+    }
+    if len(digits) < 10:
+        result["in_style_unseen_digits"] = round(in_style[~seen].float().mean().item(), 3)
+        result["digit_accuracy_unseen_digits"] = round(read[~seen].float().mean().item(), 3)
+    Image.fromarray(styled.view(10, args.per_digit, 28, 28).permute(0, 2, 1, 3).reshape(280, -1).numpy()).save(
+        workdir / f"{style}-{k}-{len(digits)}.png"
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=str(DIFFUSION_MODEL), help="The base pipeline (default: the release).")
+    parser.add_argument("--mnist", default="ylecun/mnist", help="MNIST (Hub id or local folder) for the dot style.")
+    parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=STYLES)
+    parser.add_argument("--k", nargs="+", type=int, default=[1, 5, 20], help="Training images per digit.")
+    parser.add_argument("--carry_over_k", type=int, default=5, help="K of the digits-0-4-only run (0: skip it).")
+    parser.add_argument("--per_digit", type=int, default=10, help="Generated images per digit scored.")
+    parser.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps of the scored samples.")
+    parser.add_argument("--scorer_images", type=int, default=300, help="Images per digit the scorers train on.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="Write the results as JSON lines here.")
+    parser.add_argument("train_args", nargs="*", help="Extra train_lora.py flags (after --).")
+    args = parser.parse_args()
+    mnist = prepare_training_data(load_split(args.mnist, split="train").select(range(6000)))
+    workdir = Path(tempfile.mkdtemp(prefix="bench-lora-"))
+    print(f"Work folder: {workdir}")
+    results = []
+    for style in args.styles:
+        scorers = train_scorers(style, mnist, args.scorer_images, args.seed)
+        cases = [(k, list(range(10))) for k in args.k]
+        cases += [(args.carry_over_k, list(range(5)))] if args.carry_over_k else []
+        for k, digits in cases:
+            results.append(run_case(args, style, k, digits, mnist, scorers, workdir))
+            print(json.dumps(results[-1]), flush=True)
+            if args.output:
+                with open(args.output, "a") as f:
+                    f.write(json.dumps(results[-1]) + "\n")
+    keys = list(results[0])
+    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for result in results:
+        print("| " + " | ".join(str(result.get(key, "")) for key in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()
