@@ -256,17 +256,8 @@ def generate_dataset(
     output_dir: str | os.PathLike,
     num_images: int,
     *,
-    class_labels: Sequence[int | str] | None = None,
-    prompts: Sequence[str] | None = None,
-    conditioning: str = "auto",
-    num_inference_steps: int = 50,
-    guidance_scale: float = 3.0,
-    guidance_start: float = 0.0,
-    guidance_stop: float = 1.0,
-    seed: int = 0,
     batch_size: int = 64,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    model_name: str | None = None,
+    **settings_kwargs,
 ) -> SyntheticDatasetSettings:
     r"""
     Generate `num_images` labelled images with `pipe` into `output_dir`, in the Hub's parquet layout with
@@ -277,8 +268,11 @@ def generate_dataset(
     with the same settings generates only the missing shards. Under `accelerate launch`, the missing shards are split
     between the processes with `PartialState().split_between_processes`; image `i` comes from seed `seed + i`, so the
     dataset is the same for any number of processes and any `batch_size`. A non-empty `output_dir` that is not an
-    unfinished run with these settings raises `ValueError` before anything is written. See [`dataset_settings`] for
-    `class_labels`, `prompts` and `conditioning`; `model_name` is recorded in the card (default `pipe.name_or_path`).
+    unfinished run with these settings raises `ValueError` before anything is written.
+
+    `settings_kwargs` are those of [`dataset_settings`]: `class_labels`, `prompts`, `conditioning`,
+    `num_inference_steps`, `guidance_scale`, `guidance_start`, `guidance_stop`, `seed`, `shard_size`, and
+    `model_name`, recorded in the card (default `pipe.name_or_path`).
 
     Example:
 
@@ -295,20 +289,7 @@ def generate_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}; expected at least 1 image per pipeline call.")
-    settings = dataset_settings(
-        pipe,
-        num_images,
-        class_labels=class_labels,
-        prompts=prompts,
-        conditioning=conditioning,
-        num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
-        guidance_start=guidance_start,
-        guidance_stop=guidance_stop,
-        seed=seed,
-        shard_size=shard_size,
-        model_name=model_name,
-    )
+    settings = dataset_settings(pipe, num_images, **settings_kwargs)
     output_dir = Path(output_dir)
     # `accelerate launch --cpu` (or ACCELERATE_USE_CPU=1) asks for CPU processes, as `Accelerator` reads it.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
