@@ -105,3 +105,13 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture
+def single_thread():
+    """Torch on one thread for the test: on a loaded machine two threads per process oversubscribe the cores and tiny
+    models train several times slower (the tests' `accelerate launch` runs set `OMP_NUM_THREADS=1` likewise)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

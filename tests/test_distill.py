@@ -24,6 +24,7 @@ from mnist_diffusion.pretrained import (
 from mnist_diffusion.training.arguments import run_script
 
 FOUR_DIGITS = {str(i): str(i) for i in range(4)}
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,6 @@ def distill_args(teacher: Path, dataset: Path, output_dir: Path, *extra: str) ->
     ]  # fmt: skip
 
 
-@pytest.mark.slow
 def test_tiny_teacher_distils_into_a_few_step_student(distill_module, teacher, parquet_dataset, tmp_path):
     output_dir = tmp_path / "student"
     args = distill_args(teacher, parquet_dataset, output_dir, "--max_train_steps", "3", "--validation_steps", "3")
@@ -98,7 +98,6 @@ def test_tiny_teacher_distils_into_a_few_step_student(distill_module, teacher, p
     assert json.loads((output_dir / "training_args.json").read_text())["max_train_steps"] == 3
 
 
-@pytest.mark.slow
 def test_progressive_rounds_halve_the_steps_from_the_teacher_then_from_the_previous_student(
     distill_module, teacher, parquet_dataset, tmp_path
 ):
@@ -185,7 +184,6 @@ def test_a_teacher_that_does_not_fit_is_refused_before_writing(
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
 
 
-@pytest.mark.slow
 def test_class_only_teacher_distils_with_caption_mode_none(distill_module, parquet_dataset, tmp_path):
     teacher = save_teacher(tmp_path / "teacher", text=False)
     output_dir = tmp_path / "student"
@@ -238,7 +236,6 @@ def test_the_script_prints_one_line_and_exits_2_on_a_bad_value(
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
 def test_student_pipeline_embeds_guidance_and_skips_the_unconditional_pass(tmp_path):
     torch.manual_seed(0)
     pipe = make_tiny_pipeline()
@@ -296,7 +293,6 @@ def test_the_shipped_fast_model_has_a_guidance_embedded_student_per_step_count()
         fast_unet_subfolder(0)
 
 
-@pytest.mark.slow
 def test_generate_fast_writes_its_file_with_the_student_of_its_step_count(tmp_path, capsys):
     output = tmp_path / "fast.png"
     assert cli_main(["generate", "a thick 7", "--fast", "--class-label", "7", "-n", "4", "-o", str(output)]) == 0

@@ -36,6 +36,7 @@ from mnist_diffusion.training.text_to_image import resolve_text_encoder
 from mnist_diffusion.training.validation import build_evaluator
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("single_thread")
 TRAIN_SCRIPT = REPO / "training" / "train.py"
 SINGLE_CPU_CONFIG = REPO / "training" / "configs" / "single_cpu.yaml"
 
@@ -175,7 +176,6 @@ def test_two_processes_train_and_save_a_loadable_pipeline(parquet_dataset, tmp_p
     assert generate(output_dir).shape == (1, 8, 8, 1)
 
 
-@pytest.mark.slow
 def test_bf16_patch_size_2_conv_transpose_frozen_text_encoder_and_caption_column(
     train_module, tmp_path, caplog, fresh_accelerate_state
 ):
@@ -301,7 +301,6 @@ def test_text_encoder_defaults_to_mnist_clip_for_digits_and_to_a_built_one_other
     assert (args.text_encoder_name_or_path, args.train_text_encoder) == ("some/clip", True)
 
 
-@pytest.mark.slow
 def test_digit_datasets_train_with_the_frozen_mnist_clip_text_tower(train_module, tmp_path):
     dataset_dir = tmp_path / "digits"
     dataset_dir.mkdir()
@@ -419,7 +418,6 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return scalars
 
 
-@pytest.mark.slow
 def test_eval_classifier_logs_metrics_at_every_validation_step(train_module, eval_setup, tmp_path, caplog):
     dataset, classifier = eval_setup
     output_dir = tmp_path / "out"
@@ -713,7 +711,6 @@ def test_push_to_hub_without_a_token_fails_before_training(train_module, parquet
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
 def test_training_evaluation_is_the_evaluate_protocol_and_independent_of_the_batch_size(
     train_module, eval_setup, tmp_path
 ):
