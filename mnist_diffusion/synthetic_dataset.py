@@ -267,8 +267,10 @@ def generate_dataset(
     Shards of `shard_size` images are written atomically (a killed run leaves only complete shards); calling again
     with the same settings generates only the missing shards. Under `accelerate launch`, the missing shards are split
     between the processes with `PartialState().split_between_processes`; image `i` comes from seed `seed + i`, so the
-    dataset is the same for any number of processes and any `batch_size`. A non-empty `output_dir` that is not an
-    unfinished run with these settings raises `ValueError` before anything is written.
+    dataset is the same for any number of processes (bit for bit at the same `batch_size` and threads per process;
+    another batch size sums floats in another order, which can round a pixel one grey level the other way). A
+    non-empty `output_dir` that is not an unfinished run with these settings raises `ValueError` before anything is
+    written.
 
     `settings_kwargs` are those of [`dataset_settings`]: `class_labels`, `prompts`, `conditioning`,
     `num_inference_steps`, `guidance_scale`, `guidance_start`, `guidance_stop`, `seed`, `shard_size`, and
