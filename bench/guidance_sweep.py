@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from statistics import fmean as mean
 
 from mnist_diffusion.data import load_split, prepare_training_data
-from mnist_diffusion.evaluation import evaluate
+from mnist_diffusion.evaluation import evaluate, mean_and_range
 from mnist_diffusion.loading import SCHEDULERS, open_pipeline
 from mnist_diffusion.pretrained import DIFFUSION_MODEL
 
@@ -59,17 +60,6 @@ def parse_args() -> argparse.Namespace:
     if args.num_samples < 10 or args.steps < 1:
         raise ValueError(f"--num_samples {args.num_samples}, --steps {args.steps}; expected >= 10 and >= 1.")
     return args
-
-
-def mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
-def mean_and_range(values: list[float], mean_format: str, scale: float = 1.0, unit: str = "") -> str:
-    """`([0.992, 0.997], ".2f", 100, "%")` -> `"99.45% (99.2-99.7)"`: the mean, and the range of several values."""
-    scaled = [scale * value for value in values]
-    text = f"{mean(scaled):{mean_format}}{unit}"
-    return text if len(values) == 1 else f"{text} ({min(scaled):.1f}-{max(scaled):.1f})"
 
 
 def main() -> None:

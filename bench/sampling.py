@@ -9,14 +9,20 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import fmean as mean
 
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-from guidance_sweep import mean, mean_and_range
 
 from mnist_diffusion import MnistDDPMScheduler, MnistDiffusionPipeline, MnistUNet2DConditionModel
 from mnist_diffusion.data import load_split, prepare_training_data
-from mnist_diffusion.evaluation import EvaluationResult, ReferenceFeatures, default_classifier, evaluate
+from mnist_diffusion.evaluation import (
+    EvaluationResult,
+    ReferenceFeatures,
+    default_classifier,
+    evaluate,
+    mean_and_range,
+)
 from mnist_diffusion.pretrained import DIFFUSION_MODEL, FAST_DIFFUSION_MODEL, fast_unet_subfolder
 
 SAMPLERS = [

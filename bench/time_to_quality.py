@@ -10,15 +10,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import fmean as mean
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
-from guidance_sweep import mean, mean_and_range
 
 from mnist_diffusion import MnistDiffusionPipeline
 from mnist_diffusion.data import load_split, prepare_training_data
-from mnist_diffusion.evaluation import evaluate
+from mnist_diffusion.evaluation import evaluate, mean_and_range
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,6 +12,7 @@ _STRUCTURE = {
         "EvaluationResult",
         "StyleControlResult",
         "StyleRequestResult",
+        "mean_and_range",
     ],
     "sampling": ["SamplingSettings", "class_prompt", "sample_batches"],
     "scoring": ["ReferenceFeatures", "evaluate", "score_samples"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 
 import torch
@@ -210,3 +211,19 @@ class EvaluationResult:
             lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items()) + "."]
         lines += [f"\nNote: {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
+
+
+def mean_and_range(values: list[float], mean_format: str, scale: float = 1.0, unit: str = "") -> str:
+    """
+    The mean of a score over several seeds, and its range when there is more than one.
+
+    Examples:
+
+    ```py
+    >>> mean_and_range([0.992, 0.997], ".2f", 100, "%")
+    '99.45% (99.2-99.7)'
+    ```
+    """
+    scaled = [scale * value for value in values]
+    text = f"{statistics.fmean(scaled):{mean_format}}{unit}"
+    return text if len(values) == 1 else f"{text} ({min(scaled):.1f}-{max(scaled):.1f})"
