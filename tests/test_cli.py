@@ -250,13 +250,22 @@ def test_a_model_that_is_neither_here_nor_cached_is_named(tmp_path, capsys, monk
     assert not (tmp_path / "x.png").exists()
 
 
-def test_push_takes_no_token_on_the_command_line(saved_pipeline, capsys):
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["push", "{model}", "--repo-id", "user/model"],
+        ["generate-dataset", "--num-images", "10", "--output-dir", "{out}", "--push-to-hub", "user/digits"],
+    ],
+)
+def test_no_command_takes_a_token_on_the_command_line(saved_pipeline, tmp_path, capsys, command):
+    command = [arg.format(model=saved_pipeline, out=tmp_path / "out") for arg in command]
     for argv in (["--token", "hf_secret"], ["--token=hf_secret"]):
         with pytest.raises(SystemExit) as exit_info:
-            main(["push", str(saved_pipeline), "--repo-id", "user/model", *argv])
+            main([*command, *argv])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert "--token is not accepted" in err and "HF_TOKEN" in err and "hf_secret" not in err
     with pytest.raises(SystemExit):
-        main(["push", "--help"])
+        main([command[0], "--help"])
     assert "--token" not in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()

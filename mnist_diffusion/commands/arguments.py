@@ -78,3 +78,13 @@ def add_guidance_interval_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="Stop guiding after this fraction of the steps (default 1.0: guide to the end).",
     )
+
+
+class RefuseToken(argparse.Action):
+    """`--token`: refused without repeating its value (the Hub token comes from `HF_TOKEN` or `hf auth login`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(
+            f"{option_string} is not accepted: a token on the command line shows in process lists and shell "
+            "history; set HF_TOKEN or run `hf auth login`."
+        )

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..pretrained import FAST_GUIDANCE_SCALE, FAST_STEPS, fast_unet_subfolder
+from .arguments import RefuseToken
 
 CONDITIONINGS = ("auto", "label", "prompt", "label+prompt")
 
@@ -84,9 +85,7 @@ def generate_dataset_command(args: argparse.Namespace) -> Path:
     if state.is_main_process:
         print(f"Wrote {settings.num_images} images in {settings.num_shards} shards to {args.output_dir}")
         if args.push_to_hub:
-            commit = push_dataset_to_hub(
-                args.output_dir, args.push_to_hub, private=args.private or None, token=args.token
-            )
+            commit = push_dataset_to_hub(args.output_dir, args.push_to_hub, private=args.private or None)
             print(f"Pushed {args.output_dir} to {commit.commit_url}")
     return Path(args.output_dir)
 
@@ -145,5 +144,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help='Then upload it as a dataset repo ("user/name").')
     parser.add_argument("--private", action="store_true", help="With --push-to-hub: create the repo as private.")
-    parser.add_argument("--token", help="Hub token (default: HF_TOKEN, or the one saved by `hf auth login`).")
+    parser.add_argument("--token", action=RefuseToken, help=argparse.SUPPRESS)
     parser.set_defaults(func=generate_dataset_command)

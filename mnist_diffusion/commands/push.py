@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import RefuseToken
+
 
 def push(args: argparse.Namespace) -> str:
     """Upload the saved pipeline `args.model` to the Hub repo `args.repo_id`: weights, code, model card, samples."""
@@ -37,16 +39,6 @@ def push(args: argparse.Namespace) -> str:
     )
     print(f"Pushed {args.model} to {commit.pr_url or commit.commit_url}")
     return commit.oid
-
-
-class RefuseToken(argparse.Action):
-    """`--token`: refused, its value not repeated, as the training scripts refuse `--hub_token`."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        parser.error(
-            f"{option_string} is not accepted: a token on the command line shows in process lists and shell "
-            "history; set HF_TOKEN or run `hf auth login`."
-        )
 
 
 def register(commands: argparse._SubParsersAction) -> None:
