@@ -58,7 +58,7 @@ def test_training_writes_an_adapter_that_loads_onto_the_base(base, tmp_path):
     assert (output / "validation" / "step-2_classes.png").is_file()
     card = (output / "README.md").read_text()
     assert "instance_prompt: in bars" in card and "lora" in card and str(base.resolve()) in card
-    assert json.loads((output / "training_args.json").read_text())["rank"] == 4
+    assert json.loads((output / "training_args.json").read_text())["rank"] == 2
     pipe = make_tiny_pipeline()
     kwargs = dict(class_labels=[1, 7], num_inference_steps=2, output_type="np")
     plain = pipe(generator=torch.Generator().manual_seed(0), **kwargs).images
