@@ -269,3 +269,22 @@ def test_no_command_takes_a_token_on_the_command_line(saved_pipeline, tmp_path, 
         main([command[0], "--help"])
     assert "--token" not in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "--class-label", "3"],
+        ["generate-dataset", "--num-images", "5", "--output-dir", "unused"],
+        ["evaluate"],
+        ["analyze", "recognizability"],
+        ["visualize", "classes"],
+    ],
+)
+def test_a_seed_out_of_range_names_the_flag_before_any_work(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--seed", str(2**70)])
+    assert exit_info.value.code == 2
+    assert (
+        f"argument --seed: {2**70} is out of range; expected an integer in 0..{2**63 - 1}" in capsys.readouterr().err
+    )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..evaluation import CONDITIONINGS
 from ..loading import SCHEDULERS, check_model_argument, open_pipeline
-from .arguments import check_output_folder, finite_float
+from .arguments import check_output_folder, finite_float, seed_number
 
 if TYPE_CHECKING:
     from ..recognizability import RecognizabilityResult
@@ -83,6 +83,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--guidance-scale", type=finite_float, default=3.0, help="Classifier-free guidance (3.0).")
     parser.add_argument("--steps", type=int, default=50, help="Denoising steps (50).")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
-    parser.add_argument("--seed", type=int, default=0, help="Trajectory i uses seed + i (0).")
+    parser.add_argument("--seed", type=seed_number, default=0, help="Trajectory i uses seed + i (0).")
     parser.add_argument("--batch-size", type=int, default=100, help="Trajectories per pipeline call (100).")
     parser.set_defaults(func=recognizability_command)

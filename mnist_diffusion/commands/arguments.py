@@ -23,6 +23,21 @@ def finite_float(value: str) -> float:
     return number
 
 
+#: The largest `--seed` of the sampling commands: image i uses seed + i, which must stay a 64-bit torch seed.
+MAX_SEED = 2**63 - 1
+
+
+def seed_number(value: str) -> int:
+    """An argparse `type`: a seed in 0..MAX_SEED (a larger one overflows torch's generator with no flag named)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if not 0 <= number <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{number} is out of range; expected an integer in 0..{MAX_SEED}")
+    return number
+
+
 def _check_parent(flag: str, path: Path) -> None:
     """Refuse `path` when its nearest existing ancestor is a file or cannot be written to."""
     parent = path.absolute().parent

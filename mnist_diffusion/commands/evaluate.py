@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..evaluation import CONDITIONINGS
 from ..loading import SCHEDULERS, check_model_argument, open_pipeline
-from .arguments import add_guidance_interval_arguments, check_output_folder, finite_float
+from .arguments import add_guidance_interval_arguments, check_output_folder, finite_float, seed_number
 
 if TYPE_CHECKING:
     import torch
@@ -168,7 +168,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_guidance_interval_arguments(parser)
     parser.add_argument("--steps", type=int, default=50, help="Denoising steps (50).")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
-    parser.add_argument("--seed", type=int, default=0, help="Sample i uses seed + i (0).")
+    parser.add_argument("--seed", type=seed_number, default=0, help="Sample i uses seed + i (0).")
     parser.add_argument("--batch-size", type=int, default=100, help="Images per pipeline call (100).")
     parser.add_argument(
         "--style-samples-per-request", type=int, default=100, help="Samples per style request; 0 skips (100)."

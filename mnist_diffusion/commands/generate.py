@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..loading import SCHEDULERS, open_fast_pipeline, open_pipeline, parse_class_label
 from ..pretrained import FAST_GUIDANCE_SCALE, FAST_STEPS
-from .arguments import add_guidance_interval_arguments, check_image_output, finite_float
+from .arguments import add_guidance_interval_arguments, check_image_output, finite_float, seed_number
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -164,7 +164,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="S",
         help="Weight of the --lora adapters (default 1.0): once for all, or once per --lora in the same order.",
     )
-    gen.add_argument("--seed", type=int, default=0, help="Image i uses seed + i (default 0).")
+    gen.add_argument("--seed", type=seed_number, default=0, help="Image i uses seed + i (default 0).")
     gen.add_argument(
         "--batch-size", type=int, default=64, help="Images per pipeline call; bounds the memory (default 64)."
     )

@@ -93,7 +93,7 @@ def generate_dataset_command(args: argparse.Namespace) -> Path:
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `generate-dataset` subcommand to the `mnist-diffusion` parser."""
     from ..loading import SCHEDULERS
-    from .arguments import add_guidance_interval_arguments, finite_float
+    from .arguments import add_guidance_interval_arguments, finite_float, seed_number
 
     parser = commands.add_parser(
         "generate-dataset",
@@ -137,7 +137,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_guidance_interval_arguments(parser)
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
-    parser.add_argument("--seed", type=int, default=0, help="Image i uses seed + i (default 0).")
+    parser.add_argument("--seed", type=seed_number, default=0, help="Image i uses seed + i (default 0).")
     parser.add_argument("--batch-size", type=int, default=64, help="Images per pipeline call (default 64).")
     parser.add_argument(
         "--shard-size", type=int, help="Images per parquet shard, the most a crash can lose (default 1000)."

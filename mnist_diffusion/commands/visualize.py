@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..loading import SCHEDULERS, check_model_argument, open_pipeline, parse_class_label
-from .arguments import check_image_output, finite_float
+from .arguments import check_image_output, finite_float, seed_number
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -225,7 +225,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     figures = parser.add_subparsers(dest="figure", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
+    common.add_argument("--seed", type=seed_number, default=0, help="Random seed (default 0).")
     common.add_argument("--scale", type=int, default=4, help="Nearest-neighbour upscaling of images (default 4).")
     sampling = argparse.ArgumentParser(add_help=False, parents=[common])
     sampling.add_argument("--model", help="A saved pipeline (folder or Hub repo id); default: the released model.")
@@ -288,7 +288,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     itp.add_argument("start", nargs="?", help='The first prompt, e.g. "a 3".')
     itp.add_argument("end", nargs="?", help='The last prompt, e.g. "an 8".')
     itp.add_argument("--class-labels", nargs=2, metavar=("START", "END"), help="Interpolate between two classes.")
-    itp.add_argument("--seeds", type=int, nargs=2, metavar=("START", "END"), help="Slerp between two noises.")
+    itp.add_argument("--seeds", type=seed_number, nargs=2, metavar=("START", "END"), help="Slerp between two noises.")
     itp.add_argument("--prompt", help="A fixed prompt (when prompts are not interpolated).")
     itp.add_argument("--class-label", help="A fixed class (when class labels are not interpolated).")
     itp.add_argument("-n", "--num-frames", type=int, default=8, help="Frames, both ends included (default 8).")
