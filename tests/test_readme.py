@@ -2,6 +2,7 @@
 
 import re
 import runpy
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,3 +25,13 @@ def test_quickstart_runs(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "torch.Size([20, 4, 1, 28, 28])" in printed and "(10, 28, 28, 1)" in printed
     assert "torch.Size([5, 1, 1, 28, 28])" in printed
+
+
+def test_readme_stays_a_front_door_under_15000_characters():
+    assert len((ROOT / "README.md").read_text()) < 15_000
+
+
+def test_what_the_readme_commands_write_is_ignored_by_git():
+    written = ["sevens.png", "fast-sevens.png", "seven.png", "my-mnist-pipeline/unet/config.json", "mnist-model/x"]
+    result = subprocess.run(["git", "check-ignore", *written], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.split() == written
