@@ -273,6 +273,8 @@ def test_closing_the_page_stops_its_generation(browser, server, caplog):
     page = context.new_page()
     page.goto(server)
     page.locator("#gen-scheduler").get_by_label("DDPM").check()
+    # Picking a scheduler sets its default steps from the server: wait for that before typing over it.
+    page.wait_for_function("() => document.querySelector('#gen-steps input').value === '20'")
     page.locator("#gen-steps input").fill("100")
     page.locator("#gen-count input").fill("64")
     with caplog.at_level(logging.INFO, logger="mnist_diffusion.demo.batching"):
