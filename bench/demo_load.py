@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 from gradio_client import Client
 
-from mnist_diffusion.demo.models import DEFAULT_STEPS, FEW_STEP
+from mnist_diffusion.demo.models import DEFAULT_GUIDANCE, DEFAULT_STEPS, FEW_STEP
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--steps", type=int, help="Denoising steps (default: the demo's for the sampler, 4 few-step, 20 the others)."
     )
-    parser.add_argument("--guidance", type=float, default=1.4, help="Guidance scale (default 1.4).")
+    parser.add_argument("--guidance", type=float, help="Guidance scale (default: the demo's for the sampler).")
     parser.add_argument("--target_p95", type=float, default=10.0, help="Goal for the p95 latency in seconds.")
     parser.add_argument(
         "--gradio_client_downloads",
@@ -112,6 +112,7 @@ class User:
 def main() -> None:
     args = parse_args()
     args.steps = DEFAULT_STEPS[args.scheduler] if args.steps is None else args.steps
+    args.guidance = DEFAULT_GUIDANCE[args.scheduler] if args.guidance is None else args.guidance
     process, url = (None, args.url) if args.url else start_demo(args.threads)
     try:
         settings = ("", "7", args.scheduler, args.steps, args.guidance)
