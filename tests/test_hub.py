@@ -107,11 +107,37 @@ def test_load_by_repo_id_with_installed_classes(hub, pushed):
     np.testing.assert_array_equal(generate(loaded), expected)
 
 
-def test_trust_remote_code_load_without_the_package(hub, pushed, tmp_path):
-    _, expected = pushed
+def run_without_the_package(script: str, hub, tmp_path, *args: str) -> np.ndarray:
+    """
+    Run `script` in a fresh Python where `import mnist_diffusion` fails, against the loopback Hub without a token;
+    `sys.argv[1]` is where it saves its images (returned), then `args`.
+    """
     shadow = tmp_path / "shadow" / "mnist_diffusion"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text('raise ImportError("mnist_diffusion is not installed here")\n')
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(shadow.parent),
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "home"),
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+    }
+    env.pop("HF_TOKEN")
+    images = tmp_path / "images.npy"
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(images), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(images)
+
+
+def test_trust_remote_code_load_without_the_package(hub, pushed, tmp_path):
+    _, expected = pushed
     script = textwrap.dedent(
         """
         import sys
@@ -134,24 +160,7 @@ def test_trust_remote_code_load_without_the_package(hub, pushed, tmp_path):
         np.save(sys.argv[1], images)
         """
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(shadow.parent),
-        "HF_ENDPOINT": hub.url,
-        "HF_HOME": str(tmp_path / "home"),
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-    }
-    env.pop("HF_TOKEN")
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "images.npy")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), expected)
+    np.testing.assert_array_equal(run_without_the_package(script, hub, tmp_path), expected)
 
 
 def test_uploaded_code_is_generated_from_the_package_source():

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 from conftest import make_tiny_pipeline
 from huggingface_hub import ModelCard
-from test_hub import hub  # noqa: F401  (the loopback Hub fixture)
+from test_hub import hub, run_without_the_package  # noqa: F401  (hub: the loopback Hub fixture)
 from test_lora import add_random_lora, generate, save_adapter
 from test_train_lora import FAST, train_lora, write_digits
 
@@ -26,9 +23,6 @@ def test_trust_remote_code_base_loads_an_adapter_without_the_package(hub, tmp_pa
     add_random_lora(pipe.unet, "style")
     save_adapter(pipe, tmp_path / "adapter", "style")
     expected = generate(pipe)
-    shadow = tmp_path / "shadow" / "mnist_diffusion"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text('raise ImportError("mnist_diffusion is not installed here")\n')
     script = textwrap.dedent(
         """
         import sys
@@ -45,24 +39,8 @@ def test_trust_remote_code_base_loads_an_adapter_without_the_package(hub, tmp_pa
         np.save(sys.argv[1], images)
         """
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(shadow.parent),
-        "HF_ENDPOINT": hub.url,
-        "HF_HOME": str(tmp_path / "home"),
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-    }
-    env.pop("HF_TOKEN")
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "images.npy"), str(tmp_path / "adapter")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), expected)
+    images = run_without_the_package(script, hub, tmp_path, str(tmp_path / "adapter"))
+    np.testing.assert_array_equal(images, expected)
     assert not np.array_equal(expected, generate(make_tiny_pipeline()))
 
 
