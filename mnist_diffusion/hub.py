@@ -133,7 +133,7 @@ def _copy_companion_models(source_dir: Path, folder: Path) -> None:
             shutil.copy2(path, folder / child.name / path.name)
 
 
-def _prepare_repo(api: HfApi, repo_id: str, private: bool | None, revision: str | None) -> str:
+def prepare_repo(api: HfApi, repo_id: str, private: bool | None, revision: str | None) -> str:
     """Create the repo (and the branch `revision`) if needed; returns the full repo id."""
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision is not None and revision != "main":
@@ -258,7 +258,7 @@ def push_pipeline_to_hub(
         if samples:
             grid, caption = sample_grid(pipeline, num_inference_steps=sample_steps)
             grid.save(folder / SAMPLES_FILE)
-        repo_id = _prepare_repo(api, repo_id, private, revision)
+        repo_id = prepare_repo(api, repo_id, private, revision)
         if not subfolder:
             card = render_model_card(
                 pipeline,
@@ -326,7 +326,7 @@ def push_checkpoint(
     if not checkpoint_dir.is_dir() or not any(path.is_file() for path in checkpoint_dir.rglob("*")):
         raise ValueError(f"Checkpoint folder {checkpoint_dir} does not exist or is empty; expected saved state files.")
     api = HfApi(token=resolve_token(token))
-    repo_id = _prepare_repo(api, repo_id, private, revision)
+    repo_id = prepare_repo(api, repo_id, private, revision)
     return _commit_folder(
         api,
         checkpoint_dir,

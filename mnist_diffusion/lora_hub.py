@@ -224,7 +224,7 @@ def push_lora_to_hub(
     >>> push_lora_to_hub("outputs/my-handwriting", "user/my-handwriting")  # doctest: +SKIP
     ```
     """
-    from .hub import resolve_token
+    from .hub import prepare_repo, resolve_token
 
     folder = Path(folder)
     if not is_lora_folder(folder):
@@ -233,16 +233,14 @@ def push_lora_to_hub(
         raise ValueError(
             f"{folder} has no README.md model card; write one with `write_lora_card` (train_lora.py does)."
         )
-    api = HfApi(token=resolve_token(token))
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    if revision is not None and revision != "main":
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
     written = ModelCard.load(folder / "README.md").data.to_dict()
     inputs = written.get("mnist_diffusion_lora") or {}
     if not inputs.get("base_model"):
         raise ValueError(
             f"{folder / 'README.md'} does not name the adapter's base model; rewrite it with `write_lora_card`."
         )
+    api = HfApi(token=resolve_token(token))
+    repo_id = prepare_repo(api, repo_id, private, revision)
     training_args = read_json_file(folder / TRAINING_ARGS_FILE)
     card = render_lora_card(
         inputs["base_model"], repo_id, written.get("instance_prompt"), training_args, inputs.get("samples_caption")
