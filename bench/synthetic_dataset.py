@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_diffusion.cas import ClassificationAccuracyScore, subset_accuracy
+from mnist_diffusion.cas import ClassificationAccuracyScore, read_or_generate_dataset, subset_accuracy
 from mnist_diffusion.data import load_split, prepare_training_data
 from mnist_diffusion.loading import open_fast_pipeline, open_pipeline
 from mnist_diffusion.pretrained import FAST_GUIDANCE_SCALE, FAST_STEPS
@@ -122,11 +122,11 @@ def main() -> None:
             print(name, json.dumps(result["throughput"]), flush=True)
         for num_images in args.cas_images:
             folder = root / f"{name}-{num_images}"
-            start = time.perf_counter()
-            if not (folder / "README.md").is_file():
-                generate_dataset(pipe, folder, num_images, batch_size=args.batch_size, seed=args.seed, **sampling)
+            start = time.perf_counter()  # generation (unless the folder is finished) and reading it back
+            synthetic = read_or_generate_dataset(
+                pipe, folder, num_images, batch_size=args.batch_size, seed=args.seed, **sampling
+            )
             generation_seconds = time.perf_counter() - start
-            synthetic = prepare_training_data(load_split(str(folder)))
             score = ClassificationAccuracyScore(
                 synthetic_accuracy=subset_accuracy(synthetic, real["test"], num_images=num_images, **cas),
                 real_accuracy=real_accuracy[num_images],

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
-from .data import ImageClassData
+from .data import ImageClassData, load_split, prepare_training_data
+from .pipelines import MnistDiffusionPipeline
+from .synthetic_dataset import CARD_FILE, generate_dataset
 from .training.classifier import accuracy, train_classifier
 
 
@@ -53,6 +57,36 @@ def subset(data: ImageClassData, num_images: int, seed: int) -> ImageClassData:
         raise ValueError(f"num_images is {num_images}; expected 1 to {len(data.labels)} (the images available).")
     indices = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(seed))[:num_images]
     return ImageClassData(data.images[indices], data.labels[indices], data.label_names)
+
+
+def read_or_generate_dataset(
+    pipe: MnistDiffusionPipeline,
+    output_dir: str | os.PathLike,
+    num_images: int,
+    *,
+    resolution: int = 28,
+    **generate_kwargs,
+) -> ImageClassData:
+    r"""
+    The images of the [`~mnist_diffusion.synthetic_dataset.generate_dataset`] folder `output_dir`, read at
+    `resolution`: a finished folder (one with its dataset card) is read as it is, anything else is first generated
+    (or resumed) with `generate_dataset(pipe, output_dir, num_images, **generate_kwargs)`.
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.cas import read_or_generate_dataset
+    >>> from mnist_diffusion.loading import open_fast_pipeline
+
+    >>> pipe = open_fast_pipeline(4)
+    >>> synthetic = read_or_generate_dataset(pipe, "synthetic-mnist", 1000, num_inference_steps=4, guidance_scale=1.45)
+    >>> synthetic.images.shape
+    torch.Size([1000, 1, 28, 28])
+    ```
+    """
+    if not (Path(output_dir) / CARD_FILE).is_file():
+        generate_dataset(pipe, output_dir, num_images, **generate_kwargs)
+    return prepare_training_data(load_split(str(output_dir)), resolution=resolution)
 
 
 def subset_accuracy(

@@ -7,6 +7,10 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..pipelines import MnistDiffusionPipeline
 
 #: The extensions named in errors about image outputs (PIL writes more; any of them is accepted).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -93,6 +97,25 @@ def add_guidance_interval_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="Stop guiding after this fraction of the steps (default 1.0: guide to the end).",
     )
+
+
+def open_sampling_model(args: argparse.Namespace) -> tuple[MnistDiffusionPipeline, str, int, float]:
+    r"""
+    The pipeline of `--model` or `--fast` (with `--scheduler`), its name for reports and dataset cards, and the
+    `--steps` and `--guidance-scale` to sample it with: 50 and 3.0 by default, with `--fast` the student's (its UNet
+    the one distilled for the steps).
+    """
+    from ..loading import open_fast_pipeline, open_pipeline
+    from ..pretrained import FAST_GUIDANCE_SCALE, FAST_STEPS, fast_unet_subfolder
+
+    steps = args.steps if args.steps is not None else FAST_STEPS if args.fast else 50
+    guidance_scale = (
+        args.guidance_scale if args.guidance_scale is not None else FAST_GUIDANCE_SCALE if args.fast else 3.0
+    )
+    if args.fast:
+        name = f"mnist-diffusion-fast ({fast_unet_subfolder(steps)})"
+        return open_fast_pipeline(steps, args.scheduler), name, steps, guidance_scale
+    return open_pipeline(args.model, args.scheduler), args.model or "mnist-diffusion (released)", steps, guidance_scale
 
 
 class RefuseToken(argparse.Action):

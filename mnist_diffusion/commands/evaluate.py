@@ -8,8 +8,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..evaluation import CONDITIONINGS
-from ..loading import SCHEDULERS, check_model_argument, open_pipeline
-from .arguments import add_guidance_interval_arguments, check_output_folder, finite_float, seed_number
+from ..loading import SCHEDULERS, check_model_argument
+from ..pretrained import FAST_GUIDANCE_SCALE, FAST_STEPS
+from .arguments import (
+    add_guidance_interval_arguments,
+    check_output_folder,
+    finite_float,
+    open_sampling_model,
+    seed_number,
+)
+from .cas_evaluation import add_cas_arguments, check_cas_flags, check_cas_request, measure_cas
 
 if TYPE_CHECKING:
     import torch
@@ -97,15 +105,30 @@ def evaluate_command(args: argparse.Namespace) -> EvaluationResult:
         raise ValueError(f"--num-samples is {args.num_samples}; expected at least 1.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size is {args.batch_size}; expected at least 1.")
+    if args.fast and args.model is not None:
+        raise ValueError(f"--fast uses the shipped few-step model; got --model {args.model!r} too. Pass one of them.")
+    check_cas_flags(args)
     check_model_argument(args.model)
     output_dir = check_output_folder("--output-dir", args.output_dir)
-    pipe = open_pipeline(args.model, args.scheduler)
+    pipe, model_name, steps, guidance_scale = open_sampling_model(args)
     classifier = MnistClassifier.from_pretrained(args.classifier) if args.classifier else None
     reference = prepare_training_data(
         load_split(args.reference_dataset, None, args.reference_split), resolution=pipe.unet.config.sample_size
     )
     id2label = pipe.config.id2label or {}
     clip_scorer = open_clip_scorer(args.clip_model, list(id2label.values()))
+    sampling = {
+        "conditioning": args.conditioning,
+        "guidance_scale": guidance_scale,
+        "guidance_start": args.guidance_start,
+        "guidance_stop": args.guidance_stop,
+        "num_inference_steps": steps,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+    }
+    cas_request = None
+    if args.cas:  # checked, and the real training images read, before any sampling
+        cas_request = check_cas_request(args, pipe, reference, {**sampling, "model_name": model_name})
     result = evaluate(
         pipe,
         args.num_samples,
@@ -113,25 +136,23 @@ def evaluate_command(args: argparse.Namespace) -> EvaluationResult:
         clip_scorer=clip_scorer,
         reference_images=reference.images,
         reference_labels=reference.labels,
-        conditioning=args.conditioning,
-        guidance_scale=args.guidance_scale,
-        guidance_start=args.guidance_start,
-        guidance_stop=args.guidance_stop,
-        num_inference_steps=args.steps,
-        seed=args.seed,
-        batch_size=args.batch_size,
         style_samples_per_request=args.style_samples_per_request,
+        **sampling,
     )
     result.settings.update(
-        model=args.model or "released mnist-diffusion",
+        model=model_name,
         classifier=args.classifier or "shipped",
         clip_model=args.clip_model or ("shipped MNIST-CLIP" if clip_scorer else "none"),
         reference=f"{args.reference_dataset} [{args.reference_split}], {len(reference.labels)} images",
     )
+    report, markdown = result.to_dict(), result.to_markdown()
+    if cas_request is not None:
+        score, images = measure_cas(pipe, cas_request)
+        report["cas"] = {**score.to_dict(), "images": images}
+        markdown += "\n## Classification Accuracy Score\n\n" + score.to_markdown()
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "evaluation.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    title = f"# Evaluation of {args.model or 'the released mnist-diffusion model'}\n\n"
-    (output_dir / "evaluation.md").write_text(title + result.to_markdown())
+    (output_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    (output_dir / "evaluation.md").write_text(f"# Evaluation of {model_name}\n\n{markdown}")
     plot_per_class_accuracy(result, output_dir / "per_class_accuracy.png")
     if result.clip_scores is not None:
         order = result.clip_scores.argsort(descending=True)
@@ -140,7 +161,7 @@ def evaluate_command(args: argparse.Namespace) -> EvaluationResult:
         save_grid(result.images[order.flip(0)[:count]], output_dir / "clip_worst.png")
     if result.style_control is not None:
         plot_style_distributions(result, output_dir / "style_distributions.png")
-    print(result.to_markdown())
+    print(markdown)
     print(f"Wrote the evaluation to {output_dir}")
     return result
 
@@ -148,9 +169,16 @@ def evaluate_command(args: argparse.Namespace) -> EvaluationResult:
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `evaluate` subcommand to the `mnist-diffusion` parser."""
     parser = commands.add_parser(
-        "evaluate", help="Score samples: conditional accuracy, classifier FID, precision/recall, CLIP, style control."
+        "evaluate",
+        help="Score samples: conditional accuracy, classifier FID, precision/recall, CLIP, style control; --cas: CAS.",
     )
     parser.add_argument("--model", help="A saved pipeline: folder or Hub repo id (default: the released model).")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help=f"Evaluate the shipped few-step student distilled for --steps ({FAST_STEPS} steps and guidance "
+        f"{FAST_GUIDANCE_SCALE} unless --steps / --guidance-scale say otherwise).",
+    )
     parser.add_argument("--num-samples", type=int, default=1000, help="Samples, a multiple of the classes (1000).")
     parser.add_argument("--output-dir", required=True, help="Folder for evaluation.json, evaluation.md and plots.")
     parser.add_argument(
@@ -164,13 +192,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--clip-model", help='CLIP folder or Hub id for CLIP scores; "none" skips (default: shipped MNIST-CLIP).'
     )
     parser.add_argument("--conditioning", choices=CONDITIONINGS, default="auto", help="How samples are asked for.")
-    parser.add_argument("--guidance-scale", type=finite_float, default=3.0, help="Classifier-free guidance (3.0).")
+    parser.add_argument(
+        "--guidance-scale",
+        type=finite_float,
+        help=f"Classifier-free guidance (default 3.0; with --fast {FAST_GUIDANCE_SCALE}).",
+    )
     add_guidance_interval_arguments(parser)
-    parser.add_argument("--steps", type=int, default=50, help="Denoising steps (50).")
+    parser.add_argument("--steps", type=int, help=f"Denoising steps (default 50; with --fast {FAST_STEPS}).")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="Swap the pipeline's scheduler.")
     parser.add_argument("--seed", type=seed_number, default=0, help="Sample i uses seed + i (0).")
     parser.add_argument("--batch-size", type=int, default=100, help="Images per pipeline call (100).")
     parser.add_argument(
         "--style-samples-per-request", type=int, default=100, help="Samples per style request; 0 skips (100)."
     )
+    add_cas_arguments(parser)
     parser.set_defaults(func=evaluate_command)

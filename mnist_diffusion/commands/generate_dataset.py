@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..pretrained import FAST_GUIDANCE_SCALE, FAST_STEPS, fast_unet_subfolder
-from .arguments import RefuseToken
+from ..pretrained import FAST_GUIDANCE_SCALE, FAST_STEPS
+from .arguments import RefuseToken, open_sampling_model
 
 CONDITIONINGS = ("auto", "label", "prompt", "label+prompt")
 
@@ -39,7 +39,7 @@ def generate_dataset_command(args: argparse.Namespace) -> Path:
     """Generate `args.num_images` labelled images into `args.output_dir`, then push them if asked."""
     from accelerate import PartialState
 
-    from ..loading import check_model_argument, open_fast_pipeline, open_pipeline, parse_class_label
+    from ..loading import check_model_argument, parse_class_label
     from ..synthetic_dataset import DEFAULT_SHARD_SIZE, check_output_folder, generate_dataset, push_dataset_to_hub
 
     if args.num_images < 1:
@@ -53,18 +53,9 @@ def generate_dataset_command(args: argparse.Namespace) -> Path:
     if args.prompts_file:
         labels, prompts = read_prompts_file(args.prompts_file)
         class_labels = [parse_class_label(label) for label in labels]
-    steps = args.steps if args.steps is not None else FAST_STEPS if args.fast else 50
-    guidance_scale = (
-        args.guidance_scale if args.guidance_scale is not None else FAST_GUIDANCE_SCALE if args.fast else 3.0
-    )
     check_output_folder(Path(args.output_dir))  # a foreign folder is refused before the model loads
     check_model_argument(args.model)
-    if args.fast:
-        pipe = open_fast_pipeline(steps, args.scheduler)
-        model_name = f"mnist-diffusion-fast ({fast_unet_subfolder(steps)})"
-    else:
-        pipe = open_pipeline(args.model, args.scheduler)
-        model_name = args.model or "mnist-diffusion (released)"
+    pipe, model_name, steps, guidance_scale = open_sampling_model(args)
     settings = generate_dataset(
         pipe,
         args.output_dir,
