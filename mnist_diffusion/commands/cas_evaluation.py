@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..data import ImageClassData
     from ..pipelines import MnistDiffusionPipeline
 
-#: The classifier updates on each side by default: those of the README's CAS figure (19 epochs of 10,000 images).
+#: The classifier updates on each side by default: those of the README's CAS row (docs/benchmarks.md).
 DEFAULT_CAS_STEPS = 1500
 #: What the report says about the images a CAS was measured on (keys of the generate-dataset settings file).
 GENERATION_SETTINGS = ("model", "scheduler", "num_inference_steps", "guidance_scale", "conditioning", "seed")
@@ -51,6 +51,7 @@ def add_cas_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cas-dataset",
+        metavar="DIR",
         help="Keep the CAS images in this generate-dataset folder (an unfinished one resumes; a finished one is "
         "scored as it is, whatever made it); default: a temporary folder.",
     )
