@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -9,6 +10,7 @@ import shlex
 import shutil
 import socket
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from mnist_diffusion.classifier import MnistClassifier
 from mnist_diffusion.cli import main
 from mnist_diffusion.demo.models import FEW_STEP
 from mnist_diffusion.pretrained import FAST_GUIDANCE_SCALE, MNIST_CLASSIFIER
+from mnist_diffusion.training.lora import LoraRecipe
 
 MISSING = [name for name in ("gradio", "gradio_client", "playwright") if importlib.util.find_spec(name) is None]
 if MISSING:
@@ -42,6 +45,8 @@ CHROMIUM_ARGS = [
 ]
 #: Set it to a folder to keep the screenshots (the README's docs/demo.png comes from `test_generate_in_the_browser`).
 SCREENSHOT_DIR = os.environ.get("MNIST_DIFFUSION_SCREENSHOT_DIR")
+#: "Learn my style" in a few seconds: enough steps to see the progress bar, one prior image per digit.
+BROWSER_LORA_RECIPE = dataclasses.replace(LoraRecipe(), max_train_steps=20, num_class_images=1)
 needs_browser = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium: apt-get install -y chromium (or set MNIST_DIFFUSION_CHROMIUM)"
 )
@@ -55,9 +60,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server():
-    """The demo with the shipped models, served on a free 127.0.0.1 port for the whole module."""
+    """The demo with the shipped models (and a short LoRA recipe), served on a free 127.0.0.1 port for the module."""
     torch.manual_seed(0)
-    demo = build_demo()
+    demo = build_demo(lora_recipe=BROWSER_LORA_RECIPE)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     yield demo.local_url
     demo.close()
@@ -227,7 +232,9 @@ def test_forward_process_slider_noises_the_digit(page, tmp_path):
 
 def draw_stroke(page, elem_id: str, points: list[tuple[float, float]]) -> None:
     """Drag the mouse through `points` (fractions of the canvas) on the sketchpad `#elem_id`."""
-    box = page.locator(f"#{elem_id} canvas").first.bounding_box()
+    canvas = page.locator(f"#{elem_id} canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
     side = min(box["width"], box["height"])  # the square drawing area, centred in the canvas
     left, top = box["x"] + (box["width"] - side) / 2, box["y"] + (box["height"] - side) / 2
     page.mouse.move(left + points[0][0] * side, top + points[0][1] * side)
@@ -265,6 +272,40 @@ def test_draw_turns_a_stroke_into_a_digit(page, classifier, tmp_path):
     assert "mnist-diffusion inpaint" in page.locator("#draw-code .cm-content").inner_text()
     assert page.locator("#draw-code .cm-scroller").evaluate("e => e.scrollWidth <= e.clientWidth")
     screenshot(page, "demo_draw.png", tmp_path)
+
+
+@pytest.mark.slow
+@needs_browser
+def test_your_handwriting_learns_a_style_and_redraws_it(page, tmp_path):
+    page.get_by_role("tab", name="Your handwriting").click()
+    page.locator("#hw-learn").click()
+    page.get_by_text("You added 0 digit(s)").wait_for()  # nothing collected yet: a message, not a crash
+    page.locator("#hw-add").click()
+    page.get_by_text("pick which digit it shows").wait_for()
+    for digit, stroke in (("1", [(0.5, 0.15), (0.52, 0.85)]), ("7", [(0.3, 0.2), (0.7, 0.2), (0.45, 0.85)])):
+        page.locator("#hw-digit").get_by_label(digit, exact=True).check()
+        draw_stroke(page, "hw-sketch", stroke)
+        page.locator("#hw-add").click()
+    page.locator("#hw-status").get_by_text("2 digit(s) collected (1: 1, 7: 1).").wait_for()
+    upload = Image.new("L", (120, 120), 255)  # a dark pen on paper, named by its digit
+    upload.paste(0, (55, 10, 65, 110))
+    upload.save(tmp_path / "1_photo.png")
+    page.locator("#hw-upload input[type=file]").set_input_files([tmp_path / "1_photo.png"])
+    page.locator("#hw-status").get_by_text("3 digit(s) collected (1: 2, 7: 1).").wait_for()
+    assert page.locator("#hw-gallery img").count() == 3
+    page.locator("#hw-learn").click()
+    page.get_by_text("Learning your style").first.wait_for()  # the progress bar while it trains
+    page.locator("#hw-summary").get_by_text("Learned from 3 digits of 2 class(es)").wait_for()
+    grid = page.locator("#hw-grid img")
+    styled = grid.get_attribute("src")
+    page.locator("#hw-scale input[type=range]").fill("0")
+    page.wait_for_function("src => document.querySelector('#hw-grid img')?.getAttribute('src') !== src", arg=styled)
+    assert '"scale": 0' in page.locator("#hw-code .cm-content").inner_text()
+    adapter = download(page, "#hw-file a[download]", tmp_path / "adapter.zip")
+    with zipfile.ZipFile(adapter) as archive:
+        names = archive.namelist()
+    assert "my-handwriting/pytorch_lora_weights.safetensors" in names and "my-digits/7/01.png" in names
+    screenshot(page, "demo_handwriting.png", tmp_path)
 
 
 @needs_browser

@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 import torch
 
+from ..training.lora import LoraRecipe
 from .batching import SamplingWorker
 from .handlers import (
     DRAW_MODE_HELP,
@@ -21,6 +22,8 @@ from .handlers import (
     STYLE_PRESETS,
     DemoHandlers,
 )
+from .handwriting import HELP as HANDWRITING_HELP
+from .handwriting import MAX_STYLE_SCALE, HandwritingHandlers
 from .models import DEFAULT_GUIDANCE, DEFAULT_STEPS, FEW_STEP, MAX_FEW_STEPS, SCHEDULER_NAMES, DemoModels
 from .sketchpad import sketchpad
 from .snippets import draw_snippet, forward_snippet, generate_snippet, watch_snippet
@@ -77,7 +80,9 @@ def sampling_inputs(prefix: str, schedulers: list[str] | None = None) -> tuple[g
     return scheduler, steps, guidance, seed
 
 
-def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr.Blocks:
+def build_demo(
+    models: DemoModels | None = None, model: str | None = None, lora_recipe: LoraRecipe | None = None
+) -> gr.Blocks:
     r"""
     The demo app, with its queue configured; `launch()` it, or serve it on a Hugging Face Space.
 
@@ -85,6 +90,8 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
         models ([`DemoModels`], *optional*): Already loaded models to share; loaded from `model` otherwise.
         model (`str`, *optional*): A pipeline folder or Hub repo id; the released model shipped with the package by
             default.
+        lora_recipe ([`~mnist_diffusion.training.lora.LoraRecipe`], *optional*): The "Your handwriting" tab's
+            training settings; `LoraRecipe()` by default.
 
     Example:
 
@@ -96,7 +103,9 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
     """
     models = DemoModels(model) if models is None else models
     worker = SamplingWorker(models.samplers, read_images=models.read_images, by_steps={FEW_STEP: models.few_step})
-    handlers = DemoHandlers(models, worker, Path(tempfile.mkdtemp(prefix="mnist-diffusion-demo-")))
+    download_dir = Path(tempfile.mkdtemp(prefix="mnist-diffusion-demo-"))
+    handlers = DemoHandlers(models, worker, download_dir)
+    handwriting = HandwritingHandlers(models.pipes["DDPM"], download_dir, models.model, lora_recipe)
     with gr.Blocks(title="mnist-diffusion demo") as demo:
         gr.Markdown(INTRO)
         with gr.Tab("Generate", id="generate"):
@@ -210,6 +219,36 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
                 "draw", draw_snippet("img2img", None, None, 0.6, "DPM-Solver++", 20, 1.4, 0, 4, 1, models.model)
             )
 
+        with gr.Tab("Your handwriting", id="handwriting"):
+            gr.Markdown(HANDWRITING_HELP)
+            with gr.Row():
+                with gr.Column():
+                    hw_digit = gr.Radio(handwriting.class_names, label="This drawing is a …", elem_id="hw-digit")
+                    hw_sketch = sketchpad("Draw one digit", "hw-sketch")
+                    hw_add = gr.Button("Add drawing", elem_id="hw-add")
+                    hw_upload = gr.File(
+                        label="…or upload images named by their digit (3_a.png)",
+                        file_count="multiple",
+                        file_types=["image"],
+                        elem_id="hw-upload",
+                    )
+                with gr.Column():
+                    hw_gallery = gr.Gallery(label="Your digits", columns=10, height=200, elem_id="hw-gallery")
+                    hw_status = gr.Markdown(handwriting.collected([]), elem_id="hw-status")
+                    with gr.Row():
+                        hw_clear = gr.Button("Clear", elem_id="hw-clear")
+                        hw_learn = gr.Button("Learn my style", variant="primary", elem_id="hw-learn")
+                    hw_grid = gr.Image(
+                        label="Every digit in your style", format="png", interactive=False, elem_id="hw-grid"
+                    )
+                    hw_scale = gr.Slider(
+                        0, MAX_STYLE_SCALE, 1.0, step=0.05, label="Style strength (LoRA scale)", elem_id="hw-scale"
+                    )
+                    hw_summary = gr.Markdown(elem_id="hw-summary")
+                    hw_file = gr.File(label="Your adapter (zip)", elem_id="hw-file")
+            hw_code = code_view("hw", handwriting.code())
+            hw_examples, hw_style = gr.State([]), gr.State()
+
         generate_inputs = [prompt, class_choice, scheduler, steps, guidance, seed, count]
         generate.click(
             handlers.generate,
@@ -237,6 +276,27 @@ def build_demo(models: DemoModels | None = None, model: str | None = None) -> gr
             api_name="draw",
         )
         mode.change(handlers.draw_mode, mode, [strength, mode_help, mask], api_name=False)
+        hw_add.click(
+            handwriting.add_drawing,
+            [hw_examples, hw_sketch, hw_digit],
+            [hw_examples, hw_gallery, hw_status],
+            api_name="add_drawing",
+        ).success(handwriting.blank_pad, None, hw_sketch, api_name=False)  # a refusal leaves the drawing
+        hw_upload.upload(
+            handwriting.add_uploads,
+            [hw_examples, hw_upload],
+            [hw_examples, hw_gallery, hw_upload, hw_status],
+            api_name="add_uploads",
+        )
+        hw_clear.click(handwriting.clear, None, [hw_examples, hw_gallery, hw_status], api_name=False)
+        hw_learn.click(
+            handwriting.learn,
+            [hw_examples, hw_scale],
+            [hw_style, hw_grid, hw_file, hw_summary, hw_code],
+            api_name="learn_style",
+            concurrency_limit=1,  # one training at a time: the others wait in the queue, their place shown
+        )
+        hw_scale.input(handwriting.restyle, [hw_style, hw_scale], [hw_grid, hw_code], api_name="restyle")
         demo.load(handlers.forward, forward_inputs, forward_outputs, api_name="forward")
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_SIZE)
     demo.sampling_worker = worker

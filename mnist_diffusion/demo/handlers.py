@@ -132,6 +132,17 @@ def bounded_number(value: Any, name: str, low: float, high: float) -> float:
     return float(value)
 
 
+def new_download_folder(download_dir: Path) -> Path:
+    """A fresh folder for one request's downloads under `download_dir`; folders older than `DOWNLOAD_LIFETIME` go."""
+    now = time.time()
+    for old in download_dir.glob("*"):
+        if old.is_dir() and now - old.stat().st_mtime > DOWNLOAD_LIFETIME:
+            shutil.rmtree(old, ignore_errors=True)
+    folder = download_dir / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    return folder
+
+
 class DemoHandlers:
     r"""
     What each tab does, on the shared [`DemoModels`]; all sampling goes through one [`SamplingWorker`].
@@ -324,13 +335,8 @@ class DemoHandlers:
     def save_downloads(
         self, grid: Image.Image, images: list[Image.Image], extra: dict[str, Image.Image] | None = None
     ) -> list[str]:
-        """Write the grid, each image and `extra` as PNGs into a fresh folder; folders older than an hour go."""
-        now = time.time()
-        for old in self.download_dir.glob("*"):
-            if old.is_dir() and now - old.stat().st_mtime > DOWNLOAD_LIFETIME:
-                shutil.rmtree(old, ignore_errors=True)
-        folder = self.download_dir / uuid.uuid4().hex
-        folder.mkdir(parents=True)
+        """Write the grid, each image and `extra` as PNGs into a [`new_download_folder`]."""
+        folder = new_download_folder(self.download_dir)
         grid.save(folder / "grid.png")
         paths = [str(folder / "grid.png")]
         named = {f"image_{i:02d}.png": image for i, image in enumerate(images)} | (extra or {})

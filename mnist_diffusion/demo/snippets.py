@@ -245,3 +245,58 @@ def draw_snippet(
         + ["", "# The same settings from the command line (one generator for the whole grid, so other draws):"]
         + [f"# {shlex.join(command)}"]
     )
+
+
+def handwriting_snippet(
+    recipe_changes: dict,
+    scale: float,
+    steps: int,
+    guidance: float,
+    seed: int,
+    num_classes: int = 10,
+    model: str | None = None,
+) -> str:
+    r"""
+    Python that trains the "Your handwriting" tab's adapter on its download's `my-digits/<class>/*.png` (the digits
+    as the model saw them) with `LoraRecipe(**recipe_changes)`, saves it, and draws one digit of each class at LoRA
+    scale `scale` as the tab does; and the `training/train_lora.py` command that trains the same way.
+    """
+    recipe = ", ".join(f"{name}={value!r}" for name, value in recipe_changes.items())
+    flags = [f"--{name} {value}" for name, value in recipe_changes.items() if not isinstance(value, (tuple, list))]
+    command = ["accelerate launch training/train_lora.py --train_data_dir my-digits --output_dir my-handwriting"]
+    command += flags + ([f"--pretrained_model_name_or_path {shlex.quote(model)}"] if model else [])
+    path = repr(model) if model else "DIFFUSION_MODEL"
+    call = _call(
+        "images = pipe",
+        [
+            f"class_labels=list(range({num_classes}))",
+            f"num_inference_steps={steps}",
+            f"guidance_scale={guidance:g}",
+            f"generator=torch.Generator().manual_seed({seed})",
+            f'cross_attention_kwargs={{"scale": {scale:g}}}',
+        ],
+    )
+    return "\n".join(
+        [
+            "import torch",
+            "from diffusers import DPMSolverMultistepScheduler",
+            "from mnist_diffusion import MnistDiffusionPipeline",
+        ]
+        + ([] if model else ["from mnist_diffusion.pretrained import DIFFUSION_MODEL  # the released model"])
+        + [
+            "from mnist_diffusion.training.lora import LoraRecipe, read_class_folder, save_lora_adapter, train_lora",
+            "",
+            f"pipe = MnistDiffusionPipeline.from_pretrained({path})",
+            "# my-digits/<digit>/*.png: your digits as the model saw them, in the tab's download",
+            "images, labels = read_class_folder('my-digits', pipe)",
+            f"pipe = train_lora(pipe, images, labels, LoraRecipe({recipe}))",
+            "save_lora_adapter(pipe, 'my-handwriting')  # or pipe.load_lora_weights('my-handwriting') later",
+            "",
+            "# every digit in the style; the LoRA scale is the style strength (0: the base model)",
+            "pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)",
+            f"{call}.images",
+            "",
+            "# The same training from the command line:",
+            f"# {' '.join(command)}",
+        ]
+    )
