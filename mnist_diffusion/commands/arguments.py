@@ -99,6 +99,15 @@ def add_guidance_interval_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_model_flags(args: argparse.Namespace) -> None:
+    """`--fast` and `--model` exclude each other, and `--model` is a folder here or a Hub id (checked before work)."""
+    from ..loading import check_model_argument
+
+    if args.fast and args.model is not None:
+        raise ValueError(f"--fast uses the shipped few-step model; got --model {args.model!r} too. Pass one of them.")
+    check_model_argument(args.model)
+
+
 def open_sampling_model(args: argparse.Namespace) -> tuple[MnistDiffusionPipeline, str, int, float]:
     r"""
     The pipeline of `--model` or `--fast` (with `--scheduler`), its name for reports and dataset cards, and the

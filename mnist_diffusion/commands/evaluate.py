@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..evaluation import CONDITIONINGS
-from ..loading import SCHEDULERS, check_model_argument
+from ..loading import SCHEDULERS
 from ..pretrained import FAST_GUIDANCE_SCALE, FAST_STEPS
 from .arguments import (
     add_guidance_interval_arguments,
+    check_model_flags,
     check_output_folder,
     finite_float,
     open_sampling_model,
@@ -105,10 +106,8 @@ def evaluate_command(args: argparse.Namespace) -> EvaluationResult:
         raise ValueError(f"--num-samples is {args.num_samples}; expected at least 1.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size is {args.batch_size}; expected at least 1.")
-    if args.fast and args.model is not None:
-        raise ValueError(f"--fast uses the shipped few-step model; got --model {args.model!r} too. Pass one of them.")
     check_cas_flags(args)
-    check_model_argument(args.model)
+    check_model_flags(args)
     output_dir = check_output_folder("--output-dir", args.output_dir)
     pipe, model_name, steps, guidance_scale = open_sampling_model(args)
     classifier = MnistClassifier.from_pretrained(args.classifier) if args.classifier else None

@@ -7,9 +7,16 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..loading import SCHEDULERS, open_fast_pipeline, open_pipeline, parse_class_label
+from ..loading import SCHEDULERS, parse_class_label
 from ..pretrained import FAST_GUIDANCE_SCALE, FAST_STEPS
-from .arguments import add_guidance_interval_arguments, check_image_output, finite_float, seed_number
+from .arguments import (
+    add_guidance_interval_arguments,
+    check_image_output,
+    check_model_flags,
+    finite_float,
+    open_sampling_model,
+    seed_number,
+)
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -57,14 +64,8 @@ def generate(args: argparse.Namespace) -> Path:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size is {args.batch_size}; expected at least 1.")
     output = check_image_output("-o/--output", args.output)
-    if args.fast and args.model is not None:
-        raise ValueError(f"--fast uses the shipped few-step model; got --model {args.model!r} too. Pass one of them.")
-    steps, guidance_scale = (FAST_STEPS, FAST_GUIDANCE_SCALE) if args.fast else (50, 3.0)
-    steps = steps if args.steps is None else args.steps
-    if args.fast:  # the student distilled for this many steps
-        pipe = open_fast_pipeline(steps, args.scheduler)
-    else:
-        pipe = open_pipeline(args.model, args.scheduler)
+    check_model_flags(args)
+    pipe, _, steps, guidance_scale = open_sampling_model(args)
     if args.lora or args.lora_scale:
         from ..lora_hub import load_lora_adapters
 
@@ -75,7 +76,7 @@ def generate(args: argparse.Namespace) -> Path:
         "prompt": args.prompt,
         "class_labels": parse_class_label(args.class_label),
         "num_inference_steps": steps,
-        "guidance_scale": guidance_scale if args.guidance_scale is None else args.guidance_scale,
+        "guidance_scale": guidance_scale,
         "guidance_start": args.guidance_start,
         "guidance_stop": args.guidance_stop,
     }

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..pretrained import FAST_GUIDANCE_SCALE, FAST_STEPS
-from .arguments import RefuseToken, open_sampling_model
+from .arguments import RefuseToken, check_model_flags, open_sampling_model
 
 CONDITIONINGS = ("auto", "label", "prompt", "label+prompt")
 
@@ -39,13 +39,11 @@ def generate_dataset_command(args: argparse.Namespace) -> Path:
     """Generate `args.num_images` labelled images into `args.output_dir`, then push them if asked."""
     from accelerate import PartialState
 
-    from ..loading import check_model_argument, parse_class_label
+    from ..loading import parse_class_label
     from ..synthetic_dataset import DEFAULT_SHARD_SIZE, check_output_folder, generate_dataset, push_dataset_to_hub
 
     if args.num_images < 1:
         raise ValueError(f"--num-images is {args.num_images}; expected at least 1.")
-    if args.fast and args.model is not None:
-        raise ValueError(f"--fast uses the shipped few-step model; got --model {args.model!r} too. Pass one of them.")
     if args.prompts_file and args.class_labels:
         raise ValueError("--prompts-file names the class of each prompt; expected it without --class-labels.")
     class_labels = [parse_class_label(label) for label in args.class_labels] if args.class_labels else None
@@ -54,7 +52,7 @@ def generate_dataset_command(args: argparse.Namespace) -> Path:
         labels, prompts = read_prompts_file(args.prompts_file)
         class_labels = [parse_class_label(label) for label in labels]
     check_output_folder(Path(args.output_dir))  # a foreign folder is refused before the model loads
-    check_model_argument(args.model)
+    check_model_flags(args)
     pipe, model_name, steps, guidance_scale = open_sampling_model(args)
     settings = generate_dataset(
         pipe,
