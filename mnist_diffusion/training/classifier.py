@@ -17,12 +17,15 @@ from .loop import run_training_loop
 from .optimization import build_optimizer
 
 
-def random_affine(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+def random_affine(
+    images: torch.Tensor, strength: float, generator: torch.Generator, background: float = 0.0
+) -> torch.Tensor:
     r"""
     Jitter a batch with small random rotations (up to 10 deg), scalings (up to 10%) and shifts (up to 2 px at 28x28).
 
     `strength` scales all three ranges; 0 returns the images unchanged. Handwriting varies in exactly these ways, so
-    the classifier generalises to generated digits drawn a little off-centre or tilted.
+    the classifier generalises to generated digits drawn a little off-centre or tilted. Pixels moved in from outside
+    the image get the value `background` (0 for images in [0, 1], -1 for a diffusion model's [-1, 1]).
     """
     if strength == 0:
         return images
@@ -37,7 +40,7 @@ def random_affine(images: torch.Tensor, strength: float, generator: torch.Genera
     theta = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], dim=1)
     theta = torch.cat([theta, shift[:, :, None]], dim=2).to(images)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
+    return F.grid_sample(images - background, grid, align_corners=False, padding_mode="zeros") + background
 
 
 @torch.no_grad()
