@@ -49,7 +49,6 @@ class LoraRecipe:
     instance_prompt: str | None = None
     num_class_images: int = 10
     prior_loss_weight: float = 0.3
-    class_dropout_prob: float = 0.0
     augment: float = 1.0
     max_train_steps: int = 200
     train_batch_size: int = 8
@@ -75,8 +74,6 @@ class LoraRecipe:
         for name in ("num_class_images", "prior_loss_weight", "augment"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is {getattr(self, name)}; expected 0 or more.")
-        if not 0 <= self.class_dropout_prob < 1:
-            raise ValueError(f"class_dropout_prob is {self.class_dropout_prob}; expected 0 <= p < 1.")
         for name in ("max_train_steps", "train_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} is {getattr(self, name)}; expected a positive integer.")
@@ -183,9 +180,7 @@ def train_lora(
 ) -> MnistDiffusionPipeline:
     r"""
     Teach `pipe` the style of `images` (`(n, 1, size, size)` in [-1, 1]) with a LoRA adapter on its UNet, trained
-    with `recipe`; the base weights stay frozen and unchanged. With `recipe.class_dropout_prob`, that share of the
-    training images is given the null class, so the unconditional prediction of classifier-free guidance learns the
-    style too. Returns `pipe` with the trained adapter active
+    with `recipe`; the base weights stay frozen and unchanged. Returns `pipe` with the trained adapter active
     (`"default"`): `pipe(class_labels=d)` then draws digit `d` in the style, and [`save_lora_adapter`] writes it.
 
     With `recipe.num_class_images`, the base model first draws that many images of each class the training images
@@ -270,14 +265,10 @@ def train_lora(
         return batches[max(done, 0) :]
 
     augment_generator = torch.Generator().manual_seed(recipe.seed)
-    dropout_generator = torch.Generator().manual_seed(recipe.seed + 1)
 
     def compute_loss(batch: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
         indices, prior = batch
         pixels, classes = images[indices], labels[indices]
-        if recipe.class_dropout_prob:
-            dropped = torch.rand(len(classes), generator=dropout_generator) < recipe.class_dropout_prob
-            classes = torch.where(dropped, pipe.null_class_label, classes)
         if prior is not None:
             pixels, classes = torch.cat([pixels, prior_images[prior]]), torch.cat([classes, prior_labels[prior]])
         pixels = random_affine(pixels, recipe.augment, augment_generator, background=-1.0).to(device)
