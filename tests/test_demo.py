@@ -276,7 +276,7 @@ def test_draw_turns_a_stroke_into_a_digit(page, classifier, tmp_path):
 
 @pytest.mark.slow
 @needs_browser
-def test_your_handwriting_learns_a_style_and_redraws_it(page, tmp_path):
+def test_your_handwriting_learns_a_style_and_redraws_it(page, server, tmp_path):
     page.get_by_role("tab", name="Your handwriting").click()
     page.locator("#hw-learn").click()
     page.get_by_text("You added 0 digit(s)").wait_for()  # nothing collected yet: a message, not a crash
@@ -293,9 +293,22 @@ def test_your_handwriting_learns_a_style_and_redraws_it(page, tmp_path):
     page.locator("#hw-upload input[type=file]").set_input_files([tmp_path / "1_photo.png"])
     page.locator("#hw-status").get_by_text("3 digit(s) collected (1: 2, 7: 1).").wait_for()
     assert page.locator("#hw-gallery img").count() == 3
+    # another user (their own session, through the API) is learning their style: this page waits, and says so
+    other = Client(server, verbose=False)
+    drawing = {"background": handle_file(tmp_path / "1_photo.png"), "layers": [], "composite": None}
+    drawing["composite"] = drawing["background"]
+    for digit in ("1", "4"):
+        other.predict(drawing, digit, api_name="/add_drawing")
+    job = other.submit(1.0, api_name="/learn_style")
+    deadline = time.monotonic() + 60
+    while job.status().code.name not in ("PROCESSING", "PROGRESS"):  # until its training has started
+        assert time.monotonic() < deadline, job.status()
+        time.sleep(0.05)
     page.locator("#hw-learn").click()
-    page.get_by_text("Learning your style").first.wait_for()  # the progress bar while it trains
+    page.locator("#hw-grid").get_by_text("queue: 1/1").wait_for()  # one training at a time: its place in the queue
+    page.get_by_text("Learning your style").first.wait_for()  # then the progress bar while it trains
     page.locator("#hw-summary").get_by_text("Learned from 3 digits of 2 class(es)").wait_for()
+    assert job.result()[-2].startswith("Learned from 2 digits of 2 class(es)")  # the other user's own style
     grid = page.locator("#hw-grid img")
     styled = grid.get_attribute("src")
     page.locator("#hw-scale input[type=range]").fill("0")

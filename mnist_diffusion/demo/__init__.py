@@ -1,4 +1,4 @@
-"""The Gradio demo (`mnist-diffusion demo`, `app.py`): generate, watch the denoising, the forward process, draw."""
+"""The Gradio demo (`mnist-diffusion demo`, `app.py`): generate, watch it denoise, the forward process, draw, LoRA."""
 
 __all__ = ["build_demo", "launch"]
 
