@@ -75,19 +75,36 @@ def predict(classifier: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def train_scorers(
-    style: str, mnist: ImageClassData, per_digit: int, seed: int
+    style: str, mnist: ImageClassData, per_digit: int, num_steps: int, seed: int
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """A digit classifier for `style` and a style classifier (1: `style`, 0: plain MNIST), trained here."""
     labels = [d for d in range(10) for _ in range(per_digit)]
     styled = style_images(style, labels, seed, mnist)
-    digits = train_classifier(ImageClassData(styled, torch.tensor(labels), [str(d) for d in range(10)]), num_epochs=3)
+    names = [str(d) for d in range(10)]
+    digits = train_classifier(ImageClassData(styled, torch.tensor(labels), names), num_steps=num_steps, seed=seed)
     plain = mnist.images[
         torch.randperm(len(mnist.labels), generator=torch.Generator().manual_seed(seed))[: len(labels)]
     ]
     both = ImageClassData(
         torch.cat([plain, styled]), torch.tensor([0] * len(labels) + [1] * len(labels)), ["mnist", style]
     )
-    return digits, train_classifier(both, num_epochs=2)
+    return digits, train_classifier(both, num_steps=num_steps, seed=seed)
+
+
+def check_scorers(style: str, scorers: tuple[torch.nn.Module, torch.nn.Module], mnist_test: ImageClassData) -> dict:
+    """The scorers' own accuracy on held-out images: the ceiling of what they can say about generated ones."""
+    labels = [d for d in range(10) for _ in range(50)]
+    held_out = style_images(style, labels, 999_999, mnist_test)
+    digit_reader, style_reader = scorers
+    return {
+        "scorer_digit_accuracy": round(
+            (predict(digit_reader, held_out) == torch.tensor(labels)).float().mean().item(), 3
+        ),
+        "scorer_in_style_on_style": round((predict(style_reader, held_out) == 1).float().mean().item(), 3),
+        "scorer_in_style_on_mnist": round(
+            (predict(style_reader, mnist_test.images[:500]) == 1).float().mean().item(), 3
+        ),
+    }
 
 
 @torch.no_grad()
@@ -158,20 +175,24 @@ def main() -> None:
     parser.add_argument("--per_digit", type=int, default=10, help="Generated images per digit scored.")
     parser.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps of the scored samples.")
     parser.add_argument("--scorer_images", type=int, default=300, help="Images per digit the scorers train on.")
+    parser.add_argument("--scorer_steps", type=int, default=600, help="Updates of each scorer (batch 128).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="Write the results as JSON lines here.")
     parser.add_argument("train_args", nargs="*", help="Extra train_lora.py flags (after --).")
     args = parser.parse_args()
     mnist = prepare_training_data(load_split(args.mnist, split="train").select(range(6000)))
+    mnist_test = prepare_training_data(load_split(args.mnist, split="test").select(range(1000)))
     workdir = Path(tempfile.mkdtemp(prefix="bench-lora-"))
     print(f"Work folder: {workdir}")
     results = []
     for style in args.styles:
-        scorers = train_scorers(style, mnist, args.scorer_images, args.seed)
+        scorers = train_scorers(style, mnist, args.scorer_images, args.scorer_steps, args.seed)
+        scorer_check = check_scorers(style, scorers, mnist_test)
+        print(style, json.dumps(scorer_check), flush=True)
         cases = [(k, list(range(10))) for k in args.k]
         cases += [(args.carry_over_k, list(range(5)))] if args.carry_over_k else []
         for k, digits in cases:
-            results.append(run_case(args, style, k, digits, mnist, scorers, workdir))
+            results.append({**run_case(args, style, k, digits, mnist, scorers, workdir), **scorer_check})
             print(json.dumps(results[-1]), flush=True)
             if args.output:
                 with open(args.output, "a") as f:

@@ -47,12 +47,12 @@ class LoraRecipe:
     lora_alpha: float | None = None
     target_modules: tuple[str, ...] = ("to_q", "to_kv", "to_out", "conv1", "conv2")
     instance_prompt: str | None = None
-    num_class_images: int = 10
+    num_class_images: int = 0
     prior_loss_weight: float = 0.3
-    augment: float = 1.0
-    max_train_steps: int = 200
+    augment: float = 0.0
+    max_train_steps: int = 600
     train_batch_size: int = 8
-    learning_rate: float = 5e-3
+    learning_rate: float = 1e-2
     optimizer: str = "adamw"
     lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
