@@ -41,9 +41,9 @@ ADAPTER_NAME, DIGITS_FOLDER = "my-handwriting", "my-digits"
 HELP = """Teach the model **your handwriting**: draw a digit, pick which digit it is, press **Add drawing**; repeat
 for a few digits (10-20 drawings, one or two of each digit, work well). Or upload images whose file names start with
 the digit they show (`3_a.png`, `7.png`). Then press **Learn my style**: a small LoRA adapter is trained on your
-digits (about a minute; one training runs at a time, and your place in the queue shows on the result while others
-train). You get all ten digits in your style, a **Style strength** slider (0 is the base model, 1 your style) and the
-adapter to download."""
+digits (the progress bar shows how far it is; one training runs at a time, and your place in the queue shows on the
+result while others train). You get all ten digits in your style, a **Style strength** slider (0 is the base model,
+1 your style) and the adapter to download."""
 
 logger = logging.getLogger(__name__)
 
