@@ -11,6 +11,8 @@ import torch
 from conftest import load_training_script, make_tiny_pipeline
 from PIL import Image
 
+from mnist_diffusion.training.lora import LoraRecipe, prior_preservation_images
+
 train_lora = load_training_script("train_lora")
 FAST = ["--max_train_steps", "2", "--num_class_images", "1", "--validation_inference_steps", "2"]
 
@@ -124,3 +126,16 @@ def test_bad_flags_and_bases_are_refused(base, tmp_path):
     make_tiny_pipeline(classes=False).save_pretrained(class_only)
     with pytest.raises(ValueError, match="has no classes"):
         run(class_only, tmp_path / "data", tmp_path / "out2")
+
+
+def test_prior_images_cover_the_classes_the_training_images_leave_out():
+    pipe = make_tiny_pipeline()
+    labels = torch.tensor([1, 1, 3])
+    recipe = LoraRecipe(num_class_images=0, num_other_class_images=2)
+    images, prior_labels = prior_preservation_images(pipe, labels, recipe)
+    others = [label for label in range(pipe.num_classes) if label not in (1, 3)]
+    assert prior_labels.tolist() == [label for label in others for _ in range(2)]
+    assert images.shape == (len(prior_labels), 1, pipe.sample_size, pipe.sample_size)
+    both = LoraRecipe(num_class_images=1, num_other_class_images=0)
+    assert prior_preservation_images(pipe, labels, both)[1].tolist() == [1, 3]
+    assert prior_preservation_images(pipe, torch.arange(pipe.num_classes), recipe) == (None, None)

@@ -194,7 +194,8 @@ class HandwritingHandlers:
         images, labels = self.training_data(examples)
         scale = self.checked_scale(scale)
         recipe = self.recipe
-        if recipe.num_class_images:
+        missing_classes = len(set(labels.tolist())) < len(self.class_names)
+        if recipe.num_class_images or (recipe.num_other_class_images and missing_classes):
             progress(0, desc="The base model draws its own digits first (so digits stay digits)…")
         pipe = self.fresh_pipeline()
         start = time.perf_counter()

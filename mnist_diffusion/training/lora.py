@@ -48,6 +48,7 @@ class LoraRecipe:
     target_modules: tuple[str, ...] = ("to_q", "to_kv", "to_out", "conv1", "conv2")
     instance_prompt: str | None = None
     num_class_images: int = 0
+    num_other_class_images: int = 10
     prior_loss_weight: float = 0.3
     augment: float = 0.0
     max_train_steps: int = 600
@@ -71,7 +72,7 @@ class LoraRecipe:
             raise ValueError(f"lora_alpha is {self.lora_alpha}; expected a value > 0.")
         if not self.target_modules or not all(self.target_modules):
             raise ValueError(f"target_modules is {self.target_modules!r}; expected module names.")
-        for name in ("num_class_images", "prior_loss_weight", "augment"):
+        for name in ("num_class_images", "num_other_class_images", "prior_loss_weight", "augment"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is {getattr(self, name)}; expected 0 or more.")
         for name in ("max_train_steps", "train_batch_size"):
@@ -149,6 +150,27 @@ def generate_prior_images(
     return images.clamp(-1, 1), torch.tensor(labels).repeat_interleave(num_per_class)
 
 
+def prior_preservation_images(
+    pipe: MnistDiffusionPipeline, labels: torch.Tensor, recipe: LoraRecipe
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+    r"""
+    The base model's own images that [`train_lora`] trains on beside the user's: `recipe.num_class_images` of each
+    class in `labels` and `recipe.num_other_class_images` of each class of `pipe` not in them, with their labels;
+    `(None, None)` when there are none.
+    """
+    seen = sorted(set(labels.tolist()))
+    others = [label for label in range(pipe.num_classes) if label not in seen]
+    priors = [
+        generate_prior_images(pipe, classes, count, recipe.seed)
+        for classes, count in ((seen, recipe.num_class_images), (others, recipe.num_other_class_images))
+        if classes and count
+    ]
+    if not priors:
+        return None, None
+    images, prior_labels = zip(*priors, strict=True)
+    return torch.cat(images), torch.cat(prior_labels)
+
+
 def check_training_images(pipe: MnistDiffusionPipeline, images: torch.Tensor, labels: torch.Tensor) -> None:
     """A `ValueError` unless `images` are two or more `(n, channels, size, size)` images, each of a `pipe` class."""
     if images.ndim != 4 or len(images) != len(labels):
@@ -183,8 +205,10 @@ def train_lora(
     with `recipe`; the base weights stay frozen and unchanged. Returns `pipe` with the trained adapter active
     (`"default"`): `pipe(class_labels=d)` then draws digit `d` in the style, and [`save_lora_adapter`] writes it.
 
-    With `recipe.num_class_images`, the base model first draws that many images of each class the training images
-    name, and every batch pairs each training image with one of them (DreamBooth's prior preservation). With
+    Prior preservation (as in diffusers' DreamBooth scripts): the base model first draws `recipe.num_class_images`
+    images of each class the training images name and `recipe.num_other_class_images` of each class they do not
+    name, and every batch pairs each training image with one of them, its loss weighted by
+    `recipe.prior_loss_weight`. The second kind keeps the digits you did not draw from turning into those you did. With
     `recipe.instance_prompt` and a text encoder, the training images are conditioned on that prompt, the prior images
     on the empty one. `callback_on_step_end(step, max_train_steps)` runs after each optimizer update (an exception
     raised there stops the run). The other keywords serve `training/train_lora.py`: its `Accelerator`, the checkpoint
@@ -212,11 +236,8 @@ def train_lora(
         if model is not None:
             model.requires_grad_(False)
 
-    # 1. The base model's own samples of the same classes (prior preservation), before the adapter exists
-    prior_images = prior_labels = None
-    if recipe.num_class_images:
-        classes = sorted(set(labels.tolist()))
-        prior_images, prior_labels = generate_prior_images(pipe, classes, recipe.num_class_images, recipe.seed)
+    # 1. The base model's own samples (prior preservation), before the adapter exists
+    prior_images, prior_labels = prior_preservation_images(pipe, labels, recipe)
 
     # 2. The conditioning: the instance prompt for the training images, the empty prompt for the prior images
     def embed(prompt: str) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
