@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_diffusion import MnistDiffusionPipeline
+from mnist_diffusion import MnistDiffusionPipeline, MnistImg2ImgPipeline
 from mnist_diffusion.data import ImageClassData, load_split, prepare_training_data
 from mnist_diffusion.loading import scheduler_from_config
 from mnist_diffusion.pretrained import DIFFUSION_MODEL
@@ -22,6 +22,8 @@ from mnist_diffusion.training.classifier import train_classifier
 
 STYLES = ("font", "dots")
 TRAIN_LORA = Path(__file__).resolve().parents[1] / "training" / "train_lora.py"
+#: Strength of the light pass through the base model (img2img) that part of the scorers' training images get.
+CHANNEL_STRENGTH = 0.2
 
 
 def font_digits(labels: list[int], seed: int) -> torch.Tensor:
@@ -74,36 +76,78 @@ def predict(classifier: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return classifier.predict(images.float() / 255)[0]
 
 
+@torch.no_grad()
+def through_the_model(images: torch.Tensor, labels: list[int], model: str, seed: int) -> torch.Tensor:
+    r"""
+    uint8 `images` after a light pass through the base model (img2img at `CHANNEL_STRENGTH`, DPM-Solver++-20): the
+    same shapes with the model's own rendering of strokes. Any sample of the model has that rendering, so scorers that
+    also train on such images judge shapes and textures rather than the pixels of the renderer that drew the style.
+    """
+    pipe = MnistImg2ImgPipeline.from_pretrained(model)
+    pipe.scheduler = scheduler_from_config("dpm", pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    passed = []
+    for first in range(0, len(images), 250):
+        passed.append(
+            pipe(
+                image=images[first : first + 250].float() / 255,
+                class_labels=labels[first : first + 250],
+                strength=CHANNEL_STRENGTH,
+                num_inference_steps=20,
+                generator=torch.Generator().manual_seed(seed + first),
+                output_type="pt",
+            ).images
+        )
+    return (torch.cat(passed) * 255).round().to(torch.uint8)
+
+
 def train_scorers(
-    style: str, mnist: ImageClassData, per_digit: int, num_steps: int, seed: int
+    style: str, mnist: ImageClassData, per_digit: int, channel_per_digit: int, num_steps: int, model: str, seed: int
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """A digit classifier for `style` and a style classifier (1: `style`, 0: plain MNIST), trained here."""
+    r"""
+    A digit classifier for `style` and a style classifier (1: `style`, 0: plain MNIST), trained here on `per_digit`
+    images of each digit and class, plus `channel_per_digit` of them passed through the base model
+    ([`through_the_model`]).
+    """
     labels = [d for d in range(10) for _ in range(per_digit)]
     styled = style_images(style, labels, seed, mnist)
+    order = torch.randperm(len(mnist.labels), generator=torch.Generator().manual_seed(seed))[: len(labels)]
+    plain, plain_labels = mnist.images[order], mnist.labels[order].tolist()
+    picked = [i for i in range(len(labels)) if i % per_digit < channel_per_digit]
+    styled_passed = through_the_model(styled[picked], [labels[i] for i in picked], model, seed)
+    plain_passed = through_the_model(plain[picked], [plain_labels[i] for i in picked], model, seed)
     names = [str(d) for d in range(10)]
-    digits = train_classifier(ImageClassData(styled, torch.tensor(labels), names), num_steps=num_steps, seed=seed)
-    plain = mnist.images[
-        torch.randperm(len(mnist.labels), generator=torch.Generator().manual_seed(seed))[: len(labels)]
-    ]
+    digit_labels = torch.tensor(labels + [labels[i] for i in picked])
+    digits = train_classifier(
+        ImageClassData(torch.cat([styled, styled_passed]), digit_labels, names), num_steps=num_steps, seed=seed
+    )
+    num_plain, num_styled = len(labels) + len(picked), len(labels) + len(picked)
     both = ImageClassData(
-        torch.cat([plain, styled]), torch.tensor([0] * len(labels) + [1] * len(labels)), ["mnist", style]
+        torch.cat([plain, plain_passed, styled, styled_passed]),
+        torch.tensor([0] * num_plain + [1] * num_styled),
+        ["mnist", style],
     )
     return digits, train_classifier(both, num_steps=num_steps, seed=seed)
 
 
-def check_scorers(style: str, scorers: tuple[torch.nn.Module, torch.nn.Module], mnist_test: ImageClassData) -> dict:
-    """The scorers' own accuracy on held-out images: the ceiling of what they can say about generated ones."""
+def check_scorers(
+    style: str, scorers: tuple[torch.nn.Module, torch.nn.Module], mnist_test: ImageClassData, model: str
+) -> dict:
+    """The scorers' own accuracy on held-out images (also passed through the model): the ceiling of their verdicts."""
     labels = [d for d in range(10) for _ in range(50)]
     held_out = style_images(style, labels, 999_999, mnist_test)
+    held_out_passed = through_the_model(held_out, labels, model, 999_999)
     digit_reader, style_reader = scorers
+
+    def share(images: torch.Tensor, reader: torch.nn.Module, wanted: torch.Tensor | int) -> float:
+        return round((predict(reader, images) == wanted).float().mean().item(), 3)
+
     return {
-        "scorer_digit_accuracy": round(
-            (predict(digit_reader, held_out) == torch.tensor(labels)).float().mean().item(), 3
-        ),
-        "scorer_in_style_on_style": round((predict(style_reader, held_out) == 1).float().mean().item(), 3),
-        "scorer_in_style_on_mnist": round(
-            (predict(style_reader, mnist_test.images[:500]) == 1).float().mean().item(), 3
-        ),
+        "scorer_digit_accuracy": share(held_out, digit_reader, torch.tensor(labels)),
+        "scorer_digit_accuracy_passed": share(held_out_passed, digit_reader, torch.tensor(labels)),
+        "scorer_in_style_on_style": share(held_out, style_reader, 1),
+        "scorer_in_style_on_style_passed": share(held_out_passed, style_reader, 1),
+        "scorer_in_style_on_mnist": share(mnist_test.images[:500], style_reader, 1),
     }
 
 
@@ -176,6 +220,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps of the scored samples.")
     parser.add_argument("--scorer_images", type=int, default=300, help="Images per digit the scorers train on.")
     parser.add_argument("--scorer_steps", type=int, default=600, help="Updates of each scorer (batch 128).")
+    parser.add_argument(
+        "--scorer_channel_images", type=int, default=100, help="Of those per digit, how many also pass the model."
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="Write the results as JSON lines here.")
     parser.add_argument("train_args", nargs="*", help="Extra train_lora.py flags (after --).")
@@ -186,8 +233,10 @@ def main() -> None:
     print(f"Work folder: {workdir}")
     results = []
     for style in args.styles:
-        scorers = train_scorers(style, mnist, args.scorer_images, args.scorer_steps, args.seed)
-        scorer_check = check_scorers(style, scorers, mnist_test)
+        scorers = train_scorers(
+            style, mnist, args.scorer_images, args.scorer_channel_images, args.scorer_steps, str(args.model), args.seed
+        )
+        scorer_check = check_scorers(style, scorers, mnist_test, str(args.model))
         print(style, json.dumps(scorer_check), flush=True)
         cases = [(k, list(range(10))) for k in args.k]
         cases += [(args.carry_over_k, list(range(5)))] if args.carry_over_k else []
