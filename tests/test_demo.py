@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
 import os
@@ -45,8 +44,8 @@ CHROMIUM_ARGS = [
 ]
 #: Set it to a folder to keep the screenshots (the README's docs/demo.png comes from `test_generate_in_the_browser`).
 SCREENSHOT_DIR = os.environ.get("MNIST_DIFFUSION_SCREENSHOT_DIR")
-#: "Learn my style" in a few seconds: enough steps to see the progress bar, one prior image per digit.
-BROWSER_LORA_RECIPE = dataclasses.replace(LoraRecipe(), max_train_steps=20, num_class_images=1)
+#: "Learn my style" in a few seconds: enough steps to see the progress bar, one prior image per digit (drawn or not).
+BROWSER_LORA_RECIPE = LoraRecipe(max_train_steps=20, num_class_images=1, num_other_class_images=1)
 needs_browser = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium: apt-get install -y chromium (or set MNIST_DIFFUSION_CHROMIUM)"
 )
