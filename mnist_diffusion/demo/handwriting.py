@@ -194,8 +194,8 @@ class HandwritingHandlers:
         images, labels = self.training_data(examples)
         scale = self.checked_scale(scale)
         recipe = self.recipe
-        missing_classes = len(set(labels.tolist())) < len(self.class_names)
-        if recipe.num_class_images or (recipe.num_other_class_images and missing_classes):
+        classes = len(set(labels.tolist()))
+        if recipe.num_class_images or (recipe.num_other_class_images and classes < len(self.class_names)):
             progress(0, desc="The base model draws its own digits first (so digits stay digits)…")
         pipe = self.fresh_pipeline()
         start = time.perf_counter()
@@ -212,7 +212,6 @@ class HandwritingHandlers:
         style = LearnedStyle(pipe)
         grid = self.render(style, scale)
         download = self.save_adapter(pipe, examples)
-        classes = len(set(labels.tolist()))
         summary = (
             f"Learned from {len(labels)} digits of {classes} class(es) in {seconds:.0f} s "
             f"({recipe.max_train_steps} steps). Move **Style strength**: 0 draws the base model, 1 your style, "
