@@ -69,7 +69,7 @@ def sample_grid(
     if pipeline.num_classes:
         labels = list(range(min(pipeline.num_classes, 10)))
         images = pipeline(class_labels=labels, num_inference_steps=num_inference_steps, generator=generator).images
-        names = [pipeline.config.id2label[str(i)] if pipeline.config.id2label else str(i) for i in labels]
+        names = [pipeline.label_names[i] for i in labels] if pipeline.label_names else [str(i) for i in labels]
         caption = f"One sample per class: {', '.join(names)}"
     else:
         prompts = [f"a handwritten {word}" for word in DIGIT_WORDS]
@@ -162,9 +162,9 @@ def render_model_card(
         for name, component in pipeline.components.items()
         if component is not None
     ]
-    id2label = pipeline.config.id2label or {}
+    label_names = pipeline.label_names or []
     if num_classes:
-        first = id2label.get("0", "0")
+        first = label_names[0] if label_names else "0"
         usage_call = f'images = pipe(class_labels=["{first}"], generator=torch.Generator().manual_seed(0)).images'
         cli_example = f"--class-label {first}"
     else:
@@ -185,7 +185,7 @@ def render_model_card(
         usage_call=usage_call,
         cli_example=cli_example,
         components=components,
-        class_names=", ".join(id2label.values()),
+        class_names=", ".join(label_names),
         training_args=[(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in (training_args or {}).items()],
         eval_metrics=list(eval_results["metrics"].items()) if eval_results else [],
         eval_dataset=(eval_results or {}).get("dataset"),

@@ -219,6 +219,24 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
         return num_class_embeds - 1 if num_class_embeds else 0
 
     @property
+    def label_names(self) -> list[str] | None:
+        r"""
+        The class names of `id2label` in class id order (name `i` is class `i`); None for a pipeline without
+        `id2label` (text-only, or classes known only by id).
+
+        Example:
+
+        ```py
+        >>> pipe.label_names  # doctest: +SKIP
+        ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']
+        >>> pipe.label_names[pipe.resolve_class_labels("7")[0]]  # doctest: +SKIP
+        '7'
+        ```
+        """
+        id2label = self.config.id2label
+        return [id2label[str(i)] for i in range(len(id2label))] if id2label else None
+
+    @property
     def null_class_label(self) -> int | None:
         """The class id used for "no class": unconditional branch of guidance, or prompts without a label."""
         return self.num_classes if self.num_classes else None

@@ -13,7 +13,12 @@ from diffusers import (
     UNet2DModel,
 )
 
-from mnist_diffusion import MnistDDPMScheduler, MnistDiffusionPipeline, MnistDiffusionPipelineOutput
+from mnist_diffusion import (
+    MnistDDPMScheduler,
+    MnistDiffusionPipeline,
+    MnistDiffusionPipelineOutput,
+    MnistImg2ImgPipeline,
+)
 
 
 def seeded(seed=0):
@@ -95,6 +100,13 @@ def test_class_labels_by_name_equal_ids(tiny_pipeline):
     pipe = make_tiny_pipeline(text=False)
     pipe.register_to_config(id2label={**DIGIT_NAMES, "7": "Sneaker"})
     assert pipe.resolve_class_labels(["sneaker", "Sneaker", 2]) == [7, 7, 2]
+
+
+def test_label_names_are_the_id2label_names_in_id_order():
+    names = [f"class {i}" for i in range(10)]
+    pipe = MnistImg2ImgPipeline.from_pipe(make_tiny_pipeline(), id2label={i: names[i] for i in reversed(range(10))})
+    assert pipe.label_names == names
+    assert make_tiny_pipeline(classes=False).label_names is None
 
 
 def test_class_only_and_text_only_pipelines():

@@ -91,8 +91,7 @@ class HandwritingHandlers:
         self.download_dir = Path(download_dir)
         self.model = model
         self.recipe = recipe or LoraRecipe()
-        id2label = base.config.id2label or {}
-        self.class_names = [id2label.get(str(i), str(i)) for i in range(base.num_classes or 0)]
+        self.class_names = base.label_names or [str(i) for i in range(base.num_classes)]
 
     # Collecting the digits
 

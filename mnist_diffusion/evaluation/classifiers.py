@@ -50,8 +50,7 @@ def class_names_and_classifier(
     The pipeline's class names (`id2label`; the classifier's for a text-only pipeline) and the classifier scoring
     them (the shipped one for those names by default), checked against each other and the pipeline's images.
     """
-    id2label = pipe.config.id2label
-    names = [id2label[str(i)] for i in range(len(id2label))] if id2label else None
+    names = pipe.label_names
     if names is None and pipe.num_classes:
         names = [str(i) for i in range(pipe.num_classes)]
     classifier = default_classifier(names) if classifier is None else classifier
