@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
 from .data import ImageClassData, load_split, prepare_training_data
 from .pipelines import MnistDiffusionPipeline
-from .synthetic_dataset import CARD_FILE, generate_dataset
+from .synthetic_dataset import generate_dataset, is_finished_dataset
 from .training.classifier import accuracy, train_classifier
 
 
@@ -84,7 +83,7 @@ def read_or_generate_dataset(
     torch.Size([1000, 1, 28, 28])
     ```
     """
-    if not (Path(output_dir) / CARD_FILE).is_file():
+    if not is_finished_dataset(output_dir):
         generate_dataset(pipe, output_dir, num_images, **generate_kwargs)
     return prepare_training_data(load_split(str(output_dir)), resolution=resolution)
 

@@ -115,14 +115,15 @@ def dataset_settings(
         raise ValueError(f"num_images is {num_images}; expected at least 1 image.")
     if shard_size < 1:
         raise ValueError(f"shard_size is {shard_size}; expected at least 1 image per shard.")
-    id2label = pipe.config.id2label or {}
-    if not id2label:
+    label_names = pipe.label_names
+    if not label_names:
         raise ValueError(
             "This pipeline has no class labels (its id2label is empty), so its images cannot be labelled; expected "
             "a class-conditioned model such as the released mnist-diffusion."
         )
-    label_names = [id2label[str(i)] for i in range(len(id2label))]
-    labels = pipe.resolve_class_labels(list(class_labels) if class_labels is not None else list(range(len(id2label))))
+    labels = pipe.resolve_class_labels(
+        list(class_labels) if class_labels is not None else list(range(len(label_names)))
+    )
     conditioning = resolve_conditioning(pipe, conditioning)
     if prompts is not None:
         if "prompt" not in conditioning:
@@ -151,6 +152,23 @@ def dataset_settings(
     )
 
 
+def is_finished_dataset(folder: str | os.PathLike) -> bool:
+    r"""
+    Whether `folder` holds a finished [`generate_dataset`] run: one with its dataset card, the last file a run writes
+    (so a killed or unfinished run has none).
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.synthetic_dataset import is_finished_dataset
+
+    >>> is_finished_dataset("synthetic-mnist")  # doctest: +SKIP
+    True
+    ```
+    """
+    return (Path(folder) / CARD_FILE).is_file()
+
+
 def check_output_folder(output_dir: Path, settings: SyntheticDatasetSettings | None = None) -> None:
     r"""
     Refuse (`ValueError`) a file, or a non-empty folder that is not an unfinished run with these `settings` (with
@@ -175,7 +193,7 @@ def check_output_folder(output_dir: Path, settings: SyntheticDatasetSettings | N
             f"Output folder {str(output_dir)!r} holds an unfinished run with other settings ({', '.join(changed)}); "
             "expected the same command to resume it, or a new folder (nothing was written)."
         )
-    if (output_dir / CARD_FILE).is_file():
+    if is_finished_dataset(output_dir):
         raise ValueError(
             f"Output folder {str(output_dir)!r} already holds the finished dataset of this command; expected a new "
             "or empty folder (nothing was written)."
@@ -349,7 +367,7 @@ def push_dataset_to_hub(
     ```
     """
     output_dir = Path(output_dir)
-    if not (output_dir / CARD_FILE).is_file():
+    if not is_finished_dataset(output_dir):
         raise ValueError(
             f"{str(output_dir)!r} holds no finished generate-dataset run (no {CARD_FILE}); expected a finished one."
         )

@@ -22,7 +22,7 @@ from huggingface_hub import constants, hf_api
 from mnist_diffusion import MnistDiffusionPipeline
 from mnist_diffusion.cli import main
 from mnist_diffusion.data import load_split, prepare_training_data
-from mnist_diffusion.synthetic_dataset import SETTINGS_FILE, generate_dataset
+from mnist_diffusion.synthetic_dataset import CARD_FILE, SETTINGS_FILE, generate_dataset, is_finished_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 # The console script itself (`which mnist-diffusion` may name a shell shim that `accelerate launch` cannot run).
@@ -88,6 +88,14 @@ def test_dataset_has_mnist_schema_card_and_batch_size_independent_images(model_d
     assert "MnistDDPMScheduler, 2 steps" in card and "23 in 3 shards" in card and "| 0 | 3 |" in card
     data = prepare_training_data(load_split(str(tmp_path / "a")), resolution=8)  # how training/train.py reads it
     assert data.images.shape == (23, 1, 8, 8) and data.label_names[7] == "7"
+
+
+def test_a_dataset_is_finished_once_its_card_is_written(tmp_path):
+    assert not is_finished_dataset(tmp_path / "missing")
+    generate_dataset(make_tiny_pipeline(), tmp_path / "run", 2, num_inference_steps=2)
+    assert is_finished_dataset(tmp_path / "run") and is_finished_dataset(str(tmp_path / "run"))
+    (tmp_path / "run" / CARD_FILE).unlink()  # as a run killed after its last shard leaves the folder
+    assert not is_finished_dataset(tmp_path / "run")
 
 
 def test_class_labels_and_prompts_file(model_dir, tmp_path):

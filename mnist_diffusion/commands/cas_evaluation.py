@@ -82,9 +82,9 @@ def check_cas_flags(args: argparse.Namespace) -> None:
 
 def finished_dataset_settings(folder: Path) -> dict | None:
     """The settings file of a finished generate-dataset `folder`; None when it is not finished."""
-    from ..synthetic_dataset import CARD_FILE, SETTINGS_FILE
+    from ..synthetic_dataset import SETTINGS_FILE, is_finished_dataset
 
-    return json.loads((folder / SETTINGS_FILE).read_text()) if (folder / CARD_FILE).is_file() else None
+    return json.loads((folder / SETTINGS_FILE).read_text()) if is_finished_dataset(folder) else None
 
 
 def check_cas_request(
@@ -94,10 +94,9 @@ def check_cas_request(
     from ..data import load_split, prepare_training_data
     from ..synthetic_dataset import check_output_folder, dataset_settings
 
-    id2label = pipe.config.id2label or {}
-    if not id2label:
+    label_names = pipe.label_names
+    if not label_names:
         raise ValueError("--cas labels each generated image with its class; expected a model with class labels.")
-    label_names = [id2label[str(i)] for i in range(len(id2label))]
     if args.cas % len(label_names):
         raise ValueError(f"--cas is {args.cas}; expected a multiple of the {len(label_names)} classes of the model.")
     real_train = prepare_training_data(
