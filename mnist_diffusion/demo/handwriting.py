@@ -22,7 +22,7 @@ from ..loading import scheduler_from_config
 from ..lora_hub import write_lora_card
 from ..pipelines import MnistDiffusionPipeline
 from ..pretrained import DIFFUSION_MODEL
-from ..training.lora import LoraRecipe, save_lora_adapter, train_lora
+from ..training.lora import LoraRecipe, prior_image_plan, save_lora_adapter, train_lora
 from ..visualization import to_images
 from .drawing import sketch_to_digit
 from .handlers import enlarge, new_download_folder, refusal
@@ -194,7 +194,7 @@ class HandwritingHandlers:
         scale = self.checked_scale(scale)
         recipe = self.recipe
         classes = len(set(labels.tolist()))
-        if recipe.num_class_images or (recipe.num_other_class_images and classes < len(self.class_names)):
+        if prior_image_plan(len(self.class_names), labels, recipe):
             progress(0, desc="The base model draws its own digits first (so digits stay digits)…")
         pipe = self.fresh_pipeline()
         start = time.perf_counter()

@@ -50,6 +50,7 @@ class LoraRecipe:
     num_class_images: int = 0
     num_other_class_images: int = 10
     prior_loss_weight: float = 0.3
+    class_dropout_prob: float = 0.0
     augment: float = 0.0
     max_train_steps: int = 600
     train_batch_size: int = 8
@@ -75,6 +76,8 @@ class LoraRecipe:
         for name in ("num_class_images", "num_other_class_images", "prior_loss_weight", "augment"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is {getattr(self, name)}; expected 0 or more.")
+        if not 0 <= self.class_dropout_prob < 1:
+            raise ValueError(f"class_dropout_prob is {self.class_dropout_prob}; expected a value in [0, 1).")
         for name in ("max_train_steps", "train_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} is {getattr(self, name)}; expected a positive integer.")
@@ -105,7 +108,7 @@ def read_class_folder(
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     if not entries:
         raise ValueError(f"{argument} {str(folder)!r} is empty; expected one sub-folder per class (DIR/0/*.png).")
-    names = sorted(pipe.config.id2label.values()) if pipe.config.id2label else None
+    names = pipe.label_names
     class_dirs = [p for p in entries if p.is_dir()]
     if not class_dirs:
         raise ValueError(
@@ -150,20 +153,28 @@ def generate_prior_images(
     return images.clamp(-1, 1), torch.tensor(labels).repeat_interleave(num_per_class)
 
 
+def prior_image_plan(num_classes: int, labels: torch.Tensor, recipe: LoraRecipe) -> list[tuple[list[int], int]]:
+    r"""
+    What prior preservation will draw for training images of `labels`: `(classes, images per class)` pairs, the
+    `recipe.num_class_images` of each class in `labels` and the `recipe.num_other_class_images` of each of the
+    `num_classes` classes not in them; an empty list when nothing will be drawn.
+    """
+    seen = sorted(set(labels.tolist()))
+    others = [label for label in range(num_classes) if label not in seen]
+    plan = ((seen, recipe.num_class_images), (others, recipe.num_other_class_images))
+    return [(classes, count) for classes, count in plan if classes and count]
+
+
 def prior_preservation_images(
     pipe: MnistDiffusionPipeline, labels: torch.Tensor, recipe: LoraRecipe
 ) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
     r"""
-    The base model's own images that [`train_lora`] trains on beside the user's: `recipe.num_class_images` of each
-    class in `labels` and `recipe.num_other_class_images` of each class of `pipe` not in them, with their labels;
-    `(None, None)` when there are none.
+    The base model's own images that [`train_lora`] trains on beside the user's, as [`prior_image_plan`] lists them,
+    with their labels; `(None, None)` when there are none.
     """
-    seen = sorted(set(labels.tolist()))
-    others = [label for label in range(pipe.num_classes) if label not in seen]
     priors = [
         generate_prior_images(pipe, classes, count, recipe.seed)
-        for classes, count in ((seen, recipe.num_class_images), (others, recipe.num_other_class_images))
-        if classes and count
+        for classes, count in prior_image_plan(pipe.num_classes, labels, recipe)
     ]
     if not priors:
         return None, None
@@ -286,6 +297,7 @@ def train_lora(
         return batches[max(done, 0) :]
 
     augment_generator = torch.Generator().manual_seed(recipe.seed)
+    dropout_generator = torch.Generator().manual_seed(recipe.seed + 1)
 
     def compute_loss(batch: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
         indices, prior = batch
@@ -293,6 +305,10 @@ def train_lora(
         if prior is not None:
             pixels, classes = torch.cat([pixels, prior_images[prior]]), torch.cat([classes, prior_labels[prior]])
         pixels = random_affine(pixels, recipe.augment, augment_generator, background=-1.0).to(device)
+        if recipe.class_dropout_prob:
+            dropped = torch.rand(len(classes), generator=dropout_generator) < recipe.class_dropout_prob
+            dropped[len(indices) :] = False
+            classes = torch.where(dropped, torch.full_like(classes, pipe.null_class_label), classes)
         conditioning = {"class_labels": classes.to(device)}
         if instance_embeds is not None:
             n, m = len(indices), len(pixels) - len(indices)
