@@ -12,7 +12,6 @@ from conftest import load_training_script, make_tiny_pipeline
 from PIL import Image
 
 from mnist_diffusion.training.lora import LoraRecipe, prior_preservation_images
-from mnist_diffusion.training.lora import train_lora as train_adapter
 
 train_lora = load_training_script("train_lora")
 FAST = ["--max_train_steps", "2", "--num_class_images", "1", "--validation_inference_steps", "2"]
@@ -140,23 +139,3 @@ def test_prior_images_cover_the_classes_the_training_images_leave_out():
     both = LoraRecipe(num_class_images=1, num_other_class_images=0)
     assert prior_preservation_images(pipe, labels, both)[1].tolist() == [1, 3]
     assert prior_preservation_images(pipe, torch.arange(pipe.num_classes), recipe) == (None, None)
-
-
-def test_class_dropout_trains_the_null_class_on_the_training_images_only():
-    torch.manual_seed(0)
-    pipe = make_tiny_pipeline()
-    seen = []
-    pipe.unet.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs["class_labels"].tolist()), with_kwargs=True
-    )
-    images, labels = torch.rand(4, 1, pipe.sample_size, pipe.sample_size) * 2 - 1, torch.tensor([1, 1, 3, 3])
-    recipe = LoraRecipe(class_dropout_prob=0.5, num_other_class_images=1, max_train_steps=6, train_batch_size=4)
-    train_adapter(pipe, images, labels, recipe)
-    batches = seen[-6:]  # the training forwards (the prior images were drawn before them)
-    null = pipe.null_class_label
-    assert all(len(batch) == 8 for batch in batches)  # four training images, each paired with a prior image
-    dropped = [label == null for batch in batches for label in batch[:4]]
-    assert 0 < sum(dropped) < len(dropped)
-    assert all(label != null for batch in batches for label in batch[4:])
-    with pytest.raises(ValueError, match="class_dropout_prob is 1"):
-        LoraRecipe(class_dropout_prob=1)

@@ -89,13 +89,6 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULTS.augment,
         help="Strength of small random rotations, scalings and shifts (0: off).",
     )
-    data.add_argument(
-        "--class_dropout_prob",
-        type=float,
-        default=DEFAULTS.class_dropout_prob,
-        help="Share of the training images learned as the null class, the unconditional branch of classifier-free "
-        "guidance, so that guidance keeps the style instead of pulling away from it (0: off).",
-    )
     prior = parser.add_argument_group("prior preservation (DreamBooth)")
     prior.add_argument(
         "--num_class_images",
@@ -139,9 +132,7 @@ def validate_args(args: argparse.Namespace) -> None:
     """Refuse bad flags with a `ValueError` naming the flag (the shared checks, then the LoRA recipe's)."""
     # the shared checks also read the caption flags of text-to-image training, which LoRA training does not have
     validate_training_args(
-        argparse.Namespace(
-            **{**vars(args), "caption_mode": "label", "cond_dropout_prob": 0.0, "class_dropout_prob": 0.0}
-        ),
+        argparse.Namespace(**vars(args), caption_mode="label", cond_dropout_prob=0.0, class_dropout_prob=0.0),
         caption_modes=("label",),
     )
     if (args.train_data_dir is None) == (args.dataset_name is None):

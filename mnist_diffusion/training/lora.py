@@ -50,7 +50,6 @@ class LoraRecipe:
     num_class_images: int = 0
     num_other_class_images: int = 10
     prior_loss_weight: float = 0.3
-    class_dropout_prob: float = 0.0
     augment: float = 0.0
     max_train_steps: int = 600
     train_batch_size: int = 8
@@ -76,8 +75,6 @@ class LoraRecipe:
         for name in ("num_class_images", "num_other_class_images", "prior_loss_weight", "augment"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is {getattr(self, name)}; expected 0 or more.")
-        if not 0 <= self.class_dropout_prob < 1:
-            raise ValueError(f"class_dropout_prob is {self.class_dropout_prob}; expected a value in [0, 1).")
         for name in ("max_train_steps", "train_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} is {getattr(self, name)}; expected a positive integer.")
@@ -297,7 +294,6 @@ def train_lora(
         return batches[max(done, 0) :]
 
     augment_generator = torch.Generator().manual_seed(recipe.seed)
-    dropout_generator = torch.Generator().manual_seed(recipe.seed + 1)
 
     def compute_loss(batch: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
         indices, prior = batch
@@ -305,10 +301,6 @@ def train_lora(
         if prior is not None:
             pixels, classes = torch.cat([pixels, prior_images[prior]]), torch.cat([classes, prior_labels[prior]])
         pixels = random_affine(pixels, recipe.augment, augment_generator, background=-1.0).to(device)
-        if recipe.class_dropout_prob:
-            dropped = torch.rand(len(classes), generator=dropout_generator) < recipe.class_dropout_prob
-            dropped[len(indices) :] = False
-            classes = torch.where(dropped, torch.full_like(classes, pipe.null_class_label), classes)
         conditioning = {"class_labels": classes.to(device)}
         if instance_embeds is not None:
             n, m = len(indices), len(pixels) - len(indices)
