@@ -12,10 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mnist_diffusion.demo.handwriting import HandwritingHandlers
+from mnist_diffusion.demo.handwriting import DEMO_RECIPE, HandwritingHandlers
 from mnist_diffusion.demo.models import DemoModels
 from mnist_diffusion.demo.test_digits import load_test_digits
-from mnist_diffusion.training.lora import LoraRecipe
 
 
 def as_drawing(digit: torch.Tensor, side: int = 280) -> dict:
@@ -27,11 +26,11 @@ def as_drawing(digit: torch.Tensor, side: int = 280) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2, help="torch's threads (the demo's launch sets 2).")
-    parser.add_argument("--max_train_steps", type=int, default=None, help="Override LoraRecipe's default steps.")
+    parser.add_argument("--max_train_steps", type=int, default=None, help="Override the demo's training steps.")
     parser.add_argument("--repeats", type=int, default=1, help="Trainings in a row, each timed.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    recipe = LoraRecipe()
+    recipe = DEMO_RECIPE
     if args.max_train_steps is not None:
         recipe = dataclasses.replace(recipe, max_train_steps=args.max_train_steps)
     models = DemoModels()

@@ -91,7 +91,7 @@ def build_demo(
         model (`str`, *optional*): A pipeline folder or Hub repo id; the released model shipped with the package by
             default.
         lora_recipe ([`~mnist_diffusion.training.lora.LoraRecipe`], *optional*): The "Your handwriting" tab's
-            training settings; `LoraRecipe()` by default.
+            training settings; the tab's `DEMO_RECIPE` by default.
 
     Example:
 

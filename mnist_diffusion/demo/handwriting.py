@@ -38,6 +38,9 @@ MAX_STYLE_SCALE = 1.5
 STYLE_SAMPLER, STYLE_SEED = "DPM-Solver++", 0
 #: How the tab names the downloaded adapter's folder and the training images' folder in it.
 ADAPTER_NAME, DIGITS_FOLDER = "my-handwriting", "my-digits"
+#: The tab's training: `LoraRecipe()` at half its steps, so a drawn set trains within the demo's time budget
+#: (docs/benchmarks.md, "Demo: Learn my style").
+DEMO_RECIPE = LoraRecipe(max_train_steps=LoraRecipe().max_train_steps // 2)
 HELP = """Teach the model **your handwriting**: draw a digit, pick which digit it is, press **Add drawing**; repeat
 for a few digits (10-20 drawings, one or two of each digit, work well). Or upload images whose file names start with
 the digit they show (`3_a.png`, `7.png`). Then press **Learn my style**: a small LoRA adapter is trained on your
@@ -67,8 +70,8 @@ class HandwritingHandlers:
         download_dir (`Path`): Where the zipped adapters are written.
         model (`str`, *optional*): The base model's folder or Hub id, for the adapter's card and the code; the
             bundled release by default.
-        recipe ([`~mnist_diffusion.training.lora.LoraRecipe`], *optional*): The training settings; `LoraRecipe()`'s
-            defaults (docs/benchmarks.md, "Demo: Learn my style", measures their time in the demo).
+        recipe ([`~mnist_diffusion.training.lora.LoraRecipe`], *optional*): The training settings; `DEMO_RECIPE`
+            by default (docs/benchmarks.md, "Demo: Learn my style", measures its time in the demo).
 
     Example:
 
@@ -90,7 +93,7 @@ class HandwritingHandlers:
         self.base = base
         self.download_dir = Path(download_dir)
         self.model = model
-        self.recipe = recipe or LoraRecipe()
+        self.recipe = recipe or DEMO_RECIPE
         self.class_names = base.label_names or [str(i) for i in range(base.num_classes)]
 
     # Collecting the digits

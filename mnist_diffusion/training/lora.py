@@ -51,7 +51,7 @@ class LoraRecipe:
     num_other_class_images: int = 10
     prior_loss_weight: float = 0.3
     augment: float = 0.0
-    max_train_steps: int = 600
+    max_train_steps: int = 1200
     train_batch_size: int = 8
     learning_rate: float = 1e-2
     optimizer: str = "adamw"
