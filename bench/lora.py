@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from mnist_diffusion import MnistDiffusionPipeline, MnistImg2ImgPipeline
@@ -49,6 +50,37 @@ def dotted(images: torch.Tensor) -> torch.Tensor:
     on = torch.arange(28) % 4 < 2
     mask = (on[:, None] & on[None, :]).float()
     return (images.float() * mask).round().to(torch.uint8)
+
+
+def stroke_shapes(images: torch.Tensor) -> torch.Tensor:
+    r"""
+    uint8 `images` redrawn as their shapes alone: thresholded at half, thinned to one-pixel skeletons (Zhang and Suen,
+    1984) and drawn back with one stroke width. A style scorer that reads these judges the digits' shapes (a typeface's
+    upright, regular glyphs against handwriting), not how thick or how smooth the strokes were rendered.
+    """
+    ink = (images >= 128)[:, 0]
+    height, width = ink.shape[-2:]
+    while True:
+        changed = False
+        for sub_iteration in (0, 1):
+            padded = F.pad(ink.to(torch.uint8), (1, 1, 1, 1))
+            # The eight neighbours clockwise from north: P2 ... P9 in Zhang and Suen's naming.
+            ring = [
+                padded[:, 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
+                for dy, dx in ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+            ]
+            north, _, east, _, south, _, west, _ = ring
+            crossings = sum((ring[i] == 0) & (ring[(i + 1) % 8] == 1) for i in range(8))
+            count = sum(ring)
+            if sub_iteration == 0:
+                corner = (north * east * south == 0) & (east * south * west == 0)
+            else:
+                corner = (north * east * west == 0) & (north * south * west == 0)
+            removable = ink & (count >= 2) & (count <= 6) & (crossings == 1) & corner
+            if removable.any():
+                ink, changed = ink & ~removable, True
+        if not changed:
+            return (F.max_pool2d(ink[:, None].float(), 3, stride=1, padding=1) * 255).to(torch.uint8)
 
 
 def style_images(style: str, labels: list[int], seed: int, mnist: ImageClassData) -> torch.Tensor:
@@ -103,11 +135,11 @@ def through_the_model(images: torch.Tensor, labels: list[int], model: str, seed:
 
 def train_scorers(
     style: str, mnist: ImageClassData, per_digit: int, channel_per_digit: int, num_steps: int, model: str, seed: int
-) -> tuple[torch.nn.Module, torch.nn.Module]:
+) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
     r"""
-    A digit classifier for `style` and a style classifier (1: `style`, 0: plain MNIST), trained here on `per_digit`
-    images of each digit and class, plus `channel_per_digit` of them passed through the base model
-    ([`through_the_model`]).
+    A digit classifier for `style`, a style classifier (1: `style`, 0: plain MNIST) and the same style classifier on
+    [`stroke_shapes`], trained here on `per_digit` images of each digit and class, plus `channel_per_digit` of them
+    passed through the base model ([`through_the_model`]).
     """
     labels = [d for d in range(10) for _ in range(per_digit)]
     styled = style_images(style, labels, seed, mnist)
@@ -127,17 +159,20 @@ def train_scorers(
         torch.tensor([0] * num_plain + [1] * num_styled),
         ["mnist", style],
     )
-    return digits, train_classifier(both, num_steps=num_steps, seed=seed)
+    shapes = ImageClassData(stroke_shapes(both.images), both.labels, both.label_names)
+    return (
+        digits,
+        train_classifier(both, num_steps=num_steps, seed=seed),
+        train_classifier(shapes, num_steps=num_steps, seed=seed),
+    )
 
 
-def check_scorers(
-    style: str, scorers: tuple[torch.nn.Module, torch.nn.Module], mnist_test: ImageClassData, model: str
-) -> dict:
+def check_scorers(style: str, scorers: tuple[torch.nn.Module, ...], mnist_test: ImageClassData, model: str) -> dict:
     """The scorers' own accuracy on held-out images (also passed through the model): the ceiling of their verdicts."""
     labels = [d for d in range(10) for _ in range(50)]
     held_out = style_images(style, labels, 999_999, mnist_test)
     held_out_passed = through_the_model(held_out, labels, model, 999_999)
-    digit_reader, style_reader = scorers
+    digit_reader, style_reader, shape_reader = scorers
 
     def share(images: torch.Tensor, reader: torch.nn.Module, wanted: torch.Tensor | int) -> float:
         return round((predict(reader, images) == wanted).float().mean().item(), 3)
@@ -148,6 +183,9 @@ def check_scorers(
         "scorer_in_style_on_style": share(held_out, style_reader, 1),
         "scorer_in_style_on_style_passed": share(held_out_passed, style_reader, 1),
         "scorer_in_style_on_mnist": share(mnist_test.images[:500], style_reader, 1),
+        "scorer_shapes_in_style_on_style": share(stroke_shapes(held_out), shape_reader, 1),
+        "scorer_shapes_in_style_on_style_passed": share(stroke_shapes(held_out_passed), shape_reader, 1),
+        "scorer_shapes_in_style_on_mnist": share(stroke_shapes(mnist_test.images[:500]), shape_reader, 1),
     }
 
 
@@ -184,8 +222,9 @@ def run_case(args, style, k, digits, mnist, scorers, workdir) -> dict:
     pipe.unload_lora_weights()
     unloaded = sample(pipe, everything, args.per_digit, args.steps)
     wanted = torch.tensor(everything).repeat_interleave(args.per_digit)
-    digit_reader, style_reader = scorers
+    digit_reader, style_reader, shape_reader = scorers
     read, in_style = predict(digit_reader, styled) == wanted, predict(style_reader, styled) == 1
+    shape_in_style = predict(shape_reader, stroke_shapes(styled)) == 1
     seen = torch.isin(wanted, torch.tensor(digits))
     unet_bytes = (Path(args.model) / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size
     result = {
@@ -198,10 +237,13 @@ def run_case(args, style, k, digits, mnist, scorers, workdir) -> dict:
         "digit_accuracy": round(read.float().mean().item(), 3),
         "in_style": round(in_style.float().mean().item(), 3),
         "base_in_style": round((predict(style_reader, base) == 1).float().mean().item(), 3),
+        "in_style_shapes": round(shape_in_style.float().mean().item(), 3),
+        "base_in_style_shapes": round((predict(shape_reader, stroke_shapes(base)) == 1).float().mean().item(), 3),
         "unload_bitwise": bool(torch.equal(unloaded, base)),
     }
     if len(digits) < 10:
         result["in_style_unseen_digits"] = round(in_style[~seen].float().mean().item(), 3)
+        result["in_style_shapes_unseen_digits"] = round(shape_in_style[~seen].float().mean().item(), 3)
         result["digit_accuracy_unseen_digits"] = round(read[~seen].float().mean().item(), 3)
     Image.fromarray(styled.view(10, args.per_digit, 28, 28).permute(0, 2, 1, 3).reshape(280, -1).numpy()).save(
         workdir / f"{style}-{k}-{len(digits)}.png"
