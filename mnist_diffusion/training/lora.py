@@ -55,7 +55,7 @@ class LoraRecipe:
     train_batch_size: int = 8
     learning_rate: float = 1e-2
     optimizer: str = "adamw"
-    lr_scheduler: str = "constant"
+    lr_scheduler: str = "cosine"
     lr_warmup_steps: int = 0
     adam_weight_decay: float = 0.0
     adam_beta1: float = 0.9
