@@ -229,6 +229,24 @@ def test_forward_process_slider_noises_the_digit(page, tmp_path):
     screenshot(page, "demo_forward.png", tmp_path)
 
 
+def click_until_it_answers(page, button: str, answer, attempts: int = 3, seconds: float = 20) -> None:
+    """
+    Click `button` until the locator `answer` shows. Under load, Chromium sometimes drops the first click on the Draw
+    tab's button right after a stroke: no request reaches the server and the page shows no progress (reproduced 3
+    times in 14 with three busy processes beside the test; cause not found). A user clicks again; so does the test.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    for attempt in range(attempts):
+        page.locator(button).click()
+        try:
+            answer.wait_for(timeout=seconds * 1000)
+            return
+        except PlaywrightTimeoutError:
+            if attempt == attempts - 1:
+                raise
+
+
 def draw_stroke(page, elem_id: str, points: list[tuple[float, float]]) -> None:
     """Drag the mouse through `points` (fractions of the canvas) on the sketchpad `#elem_id`."""
     canvas = page.locator(f"#{elem_id} canvas").first
@@ -248,8 +266,7 @@ def test_draw_turns_a_stroke_into_a_digit(page, classifier, tmp_path):
     page.get_by_role("tab", name="Draw").click()
     draw_stroke(page, "draw-sketch", [(0.5, 0.15), (0.52, 0.5), (0.54, 0.85)])  # a "1"
     page.locator("#draw-steps input").fill("8")
-    page.locator("#draw-button").click()
-    page.locator("#draw-result img").wait_for()
+    click_until_it_answers(page, "#draw-button", page.locator("#draw-result img"))
     drawing = download(page, "#draw-files a[download='drawing.png']", tmp_path / "drawing.png")
     assert np.asarray(Image.open(drawing)).max() == 255  # the stroke arrived
     grid = download(page, "#draw-files a[download='grid.png']", tmp_path / "draw_grid.png")
