@@ -231,9 +231,10 @@ def test_forward_process_slider_noises_the_digit(page, tmp_path):
 
 def click_until_it_answers(page, button: str, answer, attempts: int = 3, seconds: float = 20) -> None:
     """
-    Click `button` until the locator `answer` shows. Under load, Chromium sometimes drops the first click on the Draw
-    tab's button right after a stroke: no request reaches the server and the page shows no progress (reproduced 3
-    times in 14 with three busy processes beside the test; cause not found). A user clicks again; so does the test.
+    Click `button` until the locator `answer` shows. Under load, a click on the Draw tab's button after a stroke
+    sometimes comes to nothing: the page shows no progress at all (3 times in 14 with three busy processes beside the
+    test, 5 in 8 when it waited 3 s after the stroke; cause not found). Such a click first uploads the sketchpad's
+    canvas images, then joins the queue; the stall is somewhere in that. A user clicks again; so does the test.
     """
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
