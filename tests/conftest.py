@@ -23,7 +23,7 @@ from mnist_diffusion import (
 from mnist_diffusion.classifier import MnistClassifier
 
 DIGIT_NAMES = {str(i): str(i) for i in range(10)}
-TRAINING_DIR = Path(__file__).resolve().parents[1] / "training"
+REPO_DIR = Path(__file__).resolve().parents[1]
 # A two-level UNet at 8x8 (the 28x28 images are resized): a training step takes a fraction of a second.
 TINY_TRAINING_ARGS = [
     "--resolution", "8", "--block_out_channels", "16,32", "--attention_levels", "0,1", "--attention_head_dim", "16",
@@ -32,12 +32,17 @@ TINY_TRAINING_ARGS = [
 ]  # fmt: skip
 
 
-def load_training_script(name: str) -> ModuleType:
-    """`training/<name>.py` as a module (the training scripts are not part of the installed package)."""
-    spec = importlib.util.spec_from_file_location(f"training_{name}", TRAINING_DIR / f"{name}.py")
+def load_script(folder: str, name: str) -> ModuleType:
+    """`<folder>/<name>.py` of the repository as a module (its scripts are not part of the installed package)."""
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", REPO_DIR / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_training_script(name: str) -> ModuleType:
+    """`training/<name>.py` as a module."""
+    return load_script("training", name)
 
 
 def make_digit_dataset(num_samples: int = 48, num_classes: int = 4, seed: int = 0) -> datasets.Dataset:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,9 +27,7 @@ def test_train_throughput_runs_the_default_training_step(optimizer):
 
 
 def test_lora_bench_stroke_shapes_ignore_stroke_width():
-    spec = importlib.util.spec_from_file_location("bench_lora", REPO / "bench" / "lora.py")
-    bench_lora = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_lora)
+    bench_lora = load_script("bench", "lora")
     thin, thick = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
     thin[0, 4:24, 14] = 255
     thick[0, 4:24, 12:17] = 255
