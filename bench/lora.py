@@ -190,14 +190,17 @@ def check_scorers(style: str, scorers: tuple[torch.nn.Module, ...], mnist_test: 
 
 
 @torch.no_grad()
-def sample(pipe: MnistDiffusionPipeline, digits: list[int], per_digit: int, steps: int) -> torch.Tensor:
-    """`per_digit` uint8 samples of each digit, seed 0, DPM-Solver++ at `steps` steps."""
+def sample(
+    pipe: MnistDiffusionPipeline, digits: list[int], per_digit: int, steps: int, **guidance: float
+) -> torch.Tensor:
+    """`per_digit` uint8 samples of each digit, seed 0, DPM-Solver++ at `steps` steps (the pipeline's guidance)."""
     out = pipe(
         class_labels=digits,
         num_images_per_prompt=per_digit,
         num_inference_steps=steps,
         generator=torch.Generator().manual_seed(0),
         output_type="pt",
+        **guidance,
     ).images
     return (out * 255).round().to(torch.uint8)
 
@@ -219,6 +222,11 @@ def run_case(args, style, k, digits, mnist, scorers, workdir) -> dict:
     base = sample(pipe, everything, args.per_digit, args.steps)
     pipe.load_lora_weights(output)
     styled = sample(pipe, everything, args.per_digit, args.steps)
+    low = (
+        sample(pipe, everything, args.per_digit, args.steps, guidance_scale=args.low_guidance)
+        if args.low_guidance
+        else None
+    )
     pipe.unload_lora_weights()
     unloaded = sample(pipe, everything, args.per_digit, args.steps)
     wanted = torch.tensor(everything).repeat_interleave(args.per_digit)
@@ -241,6 +249,13 @@ def run_case(args, style, k, digits, mnist, scorers, workdir) -> dict:
         "base_in_style_shapes": round((predict(shape_reader, stroke_shapes(base)) == 1).float().mean().item(), 3),
         "unload_bitwise": bool(torch.equal(unloaded, base)),
     }
+    if low is not None:  # the same adapter sampled at a lower guidance scale, which leaves more of the style
+        result[f"digit_accuracy_g{args.low_guidance}"] = round(
+            (predict(digit_reader, low) == wanted).float().mean().item(), 3
+        )
+        result[f"in_style_g{args.low_guidance}"] = round((predict(style_reader, low) == 1).float().mean().item(), 3)
+        shapes_low = predict(shape_reader, stroke_shapes(low)) == 1
+        result[f"in_style_shapes_g{args.low_guidance}"] = round(shapes_low.float().mean().item(), 3)
     if len(digits) < 10:
         result["in_style_unseen_digits"] = round(in_style[~seen].float().mean().item(), 3)
         result["in_style_shapes_unseen_digits"] = round(shape_in_style[~seen].float().mean().item(), 3)
@@ -260,6 +275,9 @@ def main() -> None:
     parser.add_argument("--carry_over_k", type=int, default=5, help="K of the digits-0-4-only run (0: skip it).")
     parser.add_argument("--per_digit", type=int, default=10, help="Generated images per digit scored.")
     parser.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps of the scored samples.")
+    parser.add_argument(
+        "--low_guidance", type=float, default=1.5, help="Also score samples at this guidance scale (0: skip)."
+    )
     parser.add_argument("--scorer_images", type=int, default=300, help="Images per digit the scorers train on.")
     parser.add_argument("--scorer_steps", type=int, default=600, help="Updates of each scorer (batch 128).")
     parser.add_argument(

@@ -11,7 +11,8 @@ import torch
 from conftest import load_training_script, make_tiny_pipeline
 from PIL import Image
 
-from mnist_diffusion.training.lora import LoraRecipe, prior_preservation_images
+from mnist_diffusion.training.lora import LoraRecipe, prior_preservation_images, save_lora_adapter
+from mnist_diffusion.training.lora import train_lora as train_lora_adapter
 
 train_lora = load_training_script("train_lora")
 FAST = ["--max_train_steps", "2", "--num_class_images", "1", "--validation_inference_steps", "2"]
@@ -139,3 +140,24 @@ def test_prior_images_cover_the_classes_the_training_images_leave_out():
     both = LoraRecipe(num_class_images=1, num_other_class_images=0)
     assert prior_preservation_images(pipe, labels, both)[1].tolist() == [1, 3]
     assert prior_preservation_images(pipe, torch.arange(pipe.num_classes), recipe) == (None, None)
+
+
+def test_module_scales_are_saved_with_the_adapter_and_loaded_back(tmp_path):
+    images = torch.rand(4, 1, 8, 8) * 2 - 1
+    labels = torch.tensor([1, 1, 3, 3])
+    recipe = LoraRecipe(
+        max_train_steps=3, train_batch_size=4, num_other_class_images=0, module_scales={"emb_proj": 0.25}
+    )
+    assert recipe.lora_config().alpha_pattern == {"emb_proj": 0.5}  # a quarter of lora_alpha (= rank 2)
+    trained = train_lora_adapter(make_tiny_pipeline(), images, labels, recipe)
+    kwargs = dict(class_labels=[1, 3], num_inference_steps=2, output_type="np")
+    expected = trained(generator=torch.Generator().manual_seed(0), **kwargs).images
+    emb_proj = next(m for n, m in trained.unet.named_modules() if n.endswith("emb_proj") and hasattr(m, "scaling"))
+    conv1 = next(m for n, m in trained.unet.named_modules() if n.endswith("conv1") and hasattr(m, "scaling"))
+    assert (emb_proj.scaling["default"], conv1.scaling["default"]) == (0.25, 1.0)
+    save_lora_adapter(trained, tmp_path / "adapter")
+    pipe = make_tiny_pipeline()
+    pipe.load_lora_weights(tmp_path / "adapter")
+    np.testing.assert_allclose(pipe(generator=torch.Generator().manual_seed(0), **kwargs).images, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="module_scales gives 'emb_proj' the scale -1"):
+        LoraRecipe(module_scales={"emb_proj": -1})

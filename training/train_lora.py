@@ -64,6 +64,12 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="Comma-separated names of the UNet modules that get LoRA matrices (to_q, to_kv, to_out, conv1, conv2, "
         "emb_proj, ...).",
     )
+    model.add_argument(
+        "--module_scales",
+        default=",".join(f"{name}={scale}" for name, scale in DEFAULTS.module_scales.items()),
+        help="Comma-separated NAME=SCALE: target modules whose LoRA scale is SCALE times the others' (saved with the "
+        "adapter as peft's alpha_pattern); an empty string for none.",
+    )
     data = parser.add_argument_group("training images")
     data.add_argument(
         "--train_data_dir",
@@ -105,6 +111,13 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         "yours, so the digits you did not draw stay those digits (0: none).",
     )
     prior.add_argument("--prior_loss_weight", type=float, default=DEFAULTS.prior_loss_weight)
+    prior.add_argument(
+        "--null_class_share",
+        type=float,
+        default=DEFAULTS.null_class_share,
+        help="Share of the training images also trained on as the null class (the unconditional branch of "
+        "classifier-free guidance), so that guidance keeps the style (0: none).",
+    )
     training = parser.add_argument_group("training")
     add_optimisation_arguments(training)
     add_bookkeeping_arguments(training)
@@ -147,9 +160,17 @@ def validate_args(args: argparse.Namespace) -> None:
 
 def recipe_from_args(args: argparse.Namespace) -> LoraRecipe:
     """The [`~mnist_diffusion.training.lora.LoraRecipe`] the flags spell."""
-    fields = {name: getattr(args, name) for name in LoraRecipe.__dataclass_fields__ if name != "target_modules"}
+    special = ("target_modules", "module_scales")
+    fields = {name: getattr(args, name) for name in LoraRecipe.__dataclass_fields__ if name not in special}
     names = tuple(name.strip() for name in args.target_modules.split(",") if name.strip())
-    return LoraRecipe(target_modules=names, **fields)
+    scales = {}
+    for item in filter(None, (item.strip() for item in args.module_scales.split(","))):
+        name, _, scale = item.partition("=")
+        try:
+            scales[name.strip()] = float(scale)
+        except ValueError:
+            raise ValueError(f"module_scales item {item!r} is not NAME=SCALE; expected e.g. emb_proj=0.25.") from None
+    return LoraRecipe(target_modules=names, module_scales=scales, **fields)
 
 
 def load_pipeline(name_or_path: str) -> MnistDiffusionPipeline:

@@ -45,14 +45,16 @@ class LoraRecipe:
 
     rank: int = 2
     lora_alpha: float | None = None
-    target_modules: tuple[str, ...] = ("to_q", "to_kv", "to_out", "conv1", "conv2")
+    target_modules: tuple[str, ...] = ("to_q", "to_kv", "to_out", "conv1", "conv2", "emb_proj")
+    module_scales: dict[str, float] = dataclasses.field(default_factory=lambda: {"emb_proj": 0.25})
     instance_prompt: str | None = None
     num_class_images: int = 0
     num_other_class_images: int = 10
     prior_loss_weight: float = 0.3
+    null_class_share: float = 0.2
     augment: float = 0.0
-    max_train_steps: int = 1200
-    train_batch_size: int = 8
+    max_train_steps: int = 600
+    train_batch_size: int = 32
     learning_rate: float = 1e-2
     optimizer: str = "adamw"
     lr_scheduler: str = "cosine"
@@ -72,9 +74,15 @@ class LoraRecipe:
             raise ValueError(f"lora_alpha is {self.lora_alpha}; expected a value > 0.")
         if not self.target_modules or not all(self.target_modules):
             raise ValueError(f"target_modules is {self.target_modules!r}; expected module names.")
+        self.module_scales = dict(self.module_scales)
+        for name, scale in self.module_scales.items():
+            if not scale > 0:
+                raise ValueError(f"module_scales gives {name!r} the scale {scale}; expected a scale > 0.")
         for name in ("num_class_images", "num_other_class_images", "prior_loss_weight", "augment"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is {getattr(self, name)}; expected 0 or more.")
+        if not 0 <= self.null_class_share <= 1:
+            raise ValueError(f"null_class_share is {self.null_class_share}; expected a share in [0, 1].")
         for name in ("max_train_steps", "train_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} is {getattr(self, name)}; expected a positive integer.")
@@ -82,10 +90,17 @@ class LoraRecipe:
             raise ValueError(f"learning_rate is {self.learning_rate}; expected a value > 0.")
 
     def lora_config(self) -> LoraConfig:
-        """peft's `LoraConfig` of the adapter (B starts at zero, so the adapted model starts as the base)."""
+        r"""
+        peft's `LoraConfig` of the adapter (B starts at zero, so the adapted model starts as the base). The modules
+        of `module_scales` that are among `target_modules` get `lora_alpha` times their scale (peft's
+        `alpha_pattern`, saved with the weights); the others are not adapted, so their scales do not apply.
+        """
+        alpha = self.lora_alpha or self.rank
+        scales = {name: scale for name, scale in self.module_scales.items() if name in self.target_modules}
         return LoraConfig(
             r=self.rank,
-            lora_alpha=self.lora_alpha or self.rank,
+            lora_alpha=alpha,
+            alpha_pattern={name: alpha * scale for name, scale in scales.items()},
             init_lora_weights="gaussian",
             target_modules=list(self.target_modules),
         )
@@ -179,6 +194,19 @@ def prior_preservation_images(
     return torch.cat(images), torch.cat(prior_labels)
 
 
+def with_null_class_copies(
+    images: torch.Tensor, labels: torch.Tensor, share: float, null_label: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""
+    `images` and `labels` followed by copies of `share` of the images (spread evenly over them) labelled
+    `null_label`: the null class, which classifier-free guidance subtracts, then learns the style too, and guidance
+    no longer pushes the samples away from it (docs/benchmarks.md, "LoRA adapters").
+    """
+    count = round(share * len(images))
+    picks = torch.linspace(0, len(images) - 1, count).round().long() if count else torch.zeros(0, dtype=torch.long)
+    return torch.cat([images, images[picks]]), torch.cat([labels, torch.full((count,), null_label)])
+
+
 def check_training_images(pipe: MnistDiffusionPipeline, images: torch.Tensor, labels: torch.Tensor) -> None:
     """A `ValueError` unless `images` are two or more `(n, channels, size, size)` images, each of a `pipe` class."""
     if images.ndim != 4 or len(images) != len(labels):
@@ -246,6 +274,7 @@ def train_lora(
 
     # 1. The base model's own samples (prior preservation), before the adapter exists
     prior_images, prior_labels = prior_preservation_images(pipe, labels, recipe)
+    images, labels = with_null_class_copies(images, labels, recipe.null_class_share, pipe.null_class_label)
 
     # 2. The conditioning: the instance prompt for the training images, the empty prompt for the prior images
     def embed(prompt: str) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
@@ -302,12 +331,15 @@ def train_lora(
             pixels, classes = torch.cat([pixels, prior_images[prior]]), torch.cat([classes, prior_labels[prior]])
         pixels = random_affine(pixels, recipe.augment, augment_generator, background=-1.0).to(device)
         conditioning = {"class_labels": classes.to(device)}
-        if instance_embeds is not None:
-            n, m = len(indices), len(pixels) - len(indices)
-            conditioning["encoder_hidden_states"] = torch.cat(
-                [instance_embeds.expand(n, -1, -1), empty_embeds.expand(m, -1, -1)]
+        if instance_embeds is not None:  # the instance prompt for the training images; the empty one for the rest
+            instance = torch.arange(len(pixels)) < len(indices)
+            instance &= classes != pipe.null_class_label
+            conditioning["encoder_hidden_states"] = torch.where(
+                instance[:, None, None].to(device), instance_embeds, empty_embeds
             )
-            conditioning["encoder_attention_mask"] = torch.cat([instance_mask.expand(n, -1), empty_mask.expand(m, -1)])
+            conditioning["encoder_attention_mask"] = torch.where(
+                instance[:, None].to(device), instance_mask, empty_mask
+            )
         noise = torch.randn_like(pixels)
         timesteps = noise_scheduler.sample_training_timesteps(len(pixels), device=device)
         noisy = noise_scheduler.add_noise(pixels, noise, timesteps)
