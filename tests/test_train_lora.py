@@ -11,7 +11,12 @@ import torch
 from conftest import load_training_script, make_tiny_pipeline
 from PIL import Image
 
-from mnist_diffusion.training.lora import LoraRecipe, prior_preservation_images, save_lora_adapter
+from mnist_diffusion.training.lora import (
+    LoraRecipe,
+    prior_preservation_images,
+    save_lora_adapter,
+    with_null_class_copies,
+)
 from mnist_diffusion.training.lora import train_lora as train_lora_adapter
 
 train_lora = load_training_script("train_lora")
@@ -54,6 +59,14 @@ def test_training_writes_an_adapter_that_loads_onto_the_base(base, tmp_path):
     write_digits(tmp_path / "data", {"7": 2}, dark_on_white=True)
     output = tmp_path / "adapter"
     extra = ["--instance_prompt", "in bars", "--validation_steps", "2", "--report_to", "tensorboard"]
+    extra += [
+        "--null_class_share",
+        "0.5",
+        "--target_modules",
+        "to_q,to_kv,conv1,emb_proj",
+        "--module_scales",
+        "emb_proj=0.5",
+    ]
     run(base, tmp_path / "data", output, *extra)
     assert {"pytorch_lora_weights.safetensors", "README.md", "samples.png", "training_args.json"} <= {
         p.name for p in output.iterdir()
@@ -145,8 +158,10 @@ def test_prior_images_cover_the_classes_the_training_images_leave_out():
 def test_module_scales_are_saved_with_the_adapter_and_loaded_back(tmp_path):
     images = torch.rand(4, 1, 8, 8) * 2 - 1
     labels = torch.tensor([1, 1, 3, 3])
+    targets = (*LoraRecipe().target_modules, "emb_proj")
+    scales = {"emb_proj": 0.25, "to_k": 2.0}  # to_k is no target: its scale does not apply
     recipe = LoraRecipe(
-        max_train_steps=3, train_batch_size=4, num_other_class_images=0, module_scales={"emb_proj": 0.25}
+        max_train_steps=3, train_batch_size=4, num_other_class_images=0, target_modules=targets, module_scales=scales
     )
     assert recipe.lora_config().alpha_pattern == {"emb_proj": 0.5}  # a quarter of lora_alpha (= rank 2)
     trained = train_lora_adapter(make_tiny_pipeline(), images, labels, recipe)
@@ -161,3 +176,13 @@ def test_module_scales_are_saved_with_the_adapter_and_loaded_back(tmp_path):
     np.testing.assert_allclose(pipe(generator=torch.Generator().manual_seed(0), **kwargs).images, expected, atol=1e-6)
     with pytest.raises(ValueError, match="module_scales gives 'emb_proj' the scale -1"):
         LoraRecipe(module_scales={"emb_proj": -1})
+
+
+def test_null_class_copies_are_a_share_of_the_training_images_spread_over_the_classes():
+    images, labels = torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10) // 2
+    copied, copied_labels = with_null_class_copies(images, labels, 0.2, null_label=10)
+    assert torch.equal(copied[:10], images) and torch.equal(copied_labels[:10], labels)
+    assert copied[10:].flatten().tolist() == [0.0, 9.0] and copied_labels[10:].tolist() == [10, 10]
+    assert len(with_null_class_copies(images, labels, 0.0, null_label=10)[0]) == 10
+    with pytest.raises(ValueError, match="null_class_share is 1.5; expected a share in"):
+        LoraRecipe(null_class_share=1.5)

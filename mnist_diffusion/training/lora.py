@@ -45,16 +45,16 @@ class LoraRecipe:
 
     rank: int = 2
     lora_alpha: float | None = None
-    target_modules: tuple[str, ...] = ("to_q", "to_kv", "to_out", "conv1", "conv2", "emb_proj")
-    module_scales: dict[str, float] = dataclasses.field(default_factory=lambda: {"emb_proj": 0.25})
+    target_modules: tuple[str, ...] = ("to_q", "to_kv", "to_out", "conv1", "conv2")
+    module_scales: dict[str, float] = dataclasses.field(default_factory=dict)
     instance_prompt: str | None = None
     num_class_images: int = 0
     num_other_class_images: int = 10
     prior_loss_weight: float = 0.3
-    null_class_share: float = 0.2
+    null_class_share: float = 0.0
     augment: float = 0.0
-    max_train_steps: int = 600
-    train_batch_size: int = 32
+    max_train_steps: int = 1200
+    train_batch_size: int = 8
     learning_rate: float = 1e-2
     optimizer: str = "adamw"
     lr_scheduler: str = "cosine"
