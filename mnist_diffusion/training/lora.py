@@ -199,8 +199,8 @@ def with_null_class_copies(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""
     `images` and `labels` followed by copies of `share` of the images (spread evenly over them) labelled
-    `null_label`: the null class, which classifier-free guidance subtracts, then learns the style too, and guidance
-    no longer pushes the samples away from it (docs/benchmarks.md, "LoRA adapters").
+    `null_label`, so that the null class, the branch that classifier-free guidance subtracts, learns the style too
+    (docs/benchmarks.md, "LoRA adapters", fifth round).
     """
     count = round(share * len(images))
     picks = torch.linspace(0, len(images) - 1, count).round().long() if count else torch.zeros(0, dtype=torch.long)
