@@ -231,8 +231,17 @@ def run_case(args, style, k, digits, mnist, scorers, workdir) -> dict:
     unloaded = sample(pipe, everything, args.per_digit, args.steps)
     wanted = torch.tensor(everything).repeat_interleave(args.per_digit)
     digit_reader, style_reader, shape_reader = scorers
-    read, in_style = predict(digit_reader, styled) == wanted, predict(style_reader, styled) == 1
-    shape_in_style = predict(shape_reader, stroke_shapes(styled)) == 1
+
+    def verdicts(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per sample: read as the wanted digit, in style by pixels, in style by shapes."""
+        in_style_by_shapes = predict(shape_reader, stroke_shapes(images)) == 1
+        return predict(digit_reader, images) == wanted, predict(style_reader, images) == 1, in_style_by_shapes
+
+    def share(hits: torch.Tensor) -> float:
+        return round(hits.float().mean().item(), 3)
+
+    read, in_style, shape_in_style = verdicts(styled)
+    _, base_in_style, base_shape_in_style = verdicts(base)
     seen = torch.isin(wanted, torch.tensor(digits))
     unet_bytes = (Path(args.model) / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size
     result = {
@@ -242,24 +251,20 @@ def run_case(args, style, k, digits, mnist, scorers, workdir) -> dict:
         "seconds": round(seconds, 1),
         "adapter_kb": round((output / "pytorch_lora_weights.safetensors").stat().st_size / 1024, 1),
         "adapter_share_of_unet": round((output / "pytorch_lora_weights.safetensors").stat().st_size / unet_bytes, 4),
-        "digit_accuracy": round(read.float().mean().item(), 3),
-        "in_style": round(in_style.float().mean().item(), 3),
-        "base_in_style": round((predict(style_reader, base) == 1).float().mean().item(), 3),
-        "in_style_shapes": round(shape_in_style.float().mean().item(), 3),
-        "base_in_style_shapes": round((predict(shape_reader, stroke_shapes(base)) == 1).float().mean().item(), 3),
+        "digit_accuracy": share(read),
+        "in_style": share(in_style),
+        "base_in_style": share(base_in_style),
+        "in_style_shapes": share(shape_in_style),
+        "base_in_style_shapes": share(base_shape_in_style),
         "unload_bitwise": bool(torch.equal(unloaded, base)),
     }
     if low is not None:  # the same adapter sampled at a lower guidance scale, which leaves more of the style
-        result[f"digit_accuracy_g{args.low_guidance}"] = round(
-            (predict(digit_reader, low) == wanted).float().mean().item(), 3
-        )
-        result[f"in_style_g{args.low_guidance}"] = round((predict(style_reader, low) == 1).float().mean().item(), 3)
-        shapes_low = predict(shape_reader, stroke_shapes(low)) == 1
-        result[f"in_style_shapes_g{args.low_guidance}"] = round(shapes_low.float().mean().item(), 3)
+        for key, hits in zip(("digit_accuracy", "in_style", "in_style_shapes"), verdicts(low), strict=True):
+            result[f"{key}_g{args.low_guidance}"] = share(hits)
     if len(digits) < 10:
-        result["in_style_unseen_digits"] = round(in_style[~seen].float().mean().item(), 3)
-        result["in_style_shapes_unseen_digits"] = round(shape_in_style[~seen].float().mean().item(), 3)
-        result["digit_accuracy_unseen_digits"] = round(read[~seen].float().mean().item(), 3)
+        result["in_style_unseen_digits"] = share(in_style[~seen])
+        result["in_style_shapes_unseen_digits"] = share(shape_in_style[~seen])
+        result["digit_accuracy_unseen_digits"] = share(read[~seen])
     Image.fromarray(styled.view(10, args.per_digit, 28, 28).permute(0, 2, 1, 3).reshape(280, -1).numpy()).save(
         workdir / f"{style}-{k}-{len(digits)}.png"
     )

@@ -203,7 +203,7 @@ def with_null_class_copies(
     (docs/benchmarks.md, "LoRA adapters", fifth round).
     """
     count = round(share * len(images))
-    picks = torch.linspace(0, len(images) - 1, count).round().long() if count else torch.zeros(0, dtype=torch.long)
+    picks = torch.linspace(0, len(images) - 1, count).round().long()
     return torch.cat([images, images[picks]]), torch.cat([labels, torch.full((count,), null_label)])
 
 
