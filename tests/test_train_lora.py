@@ -132,6 +132,11 @@ def test_bad_flags_and_bases_are_refused(base, tmp_path):
         train_lora.parse_args([])
     with pytest.raises(ValueError, match="--hub_token is refused"):
         train_lora.parse_args(argv + ["--hub_token", "secret"])
+    for bad in ("emb_proj", "emb_proj=x", "=0.5"):
+        with pytest.raises(ValueError, match=f"module_scales item '{bad}' is not NAME=SCALE"):
+            train_lora.parse_args(argv + ["--module_scales", bad])
+    with pytest.raises(ValueError, match="--null_class_share is 2.0; expected a share in"):
+        train_lora.parse_args(argv + ["--null_class_share", "2"])
     with pytest.raises(ValueError, match="is inside the base model's folder"):
         run(base, tmp_path / "data", base / "adapter")
     with pytest.raises(ValueError, match="no_such_layer.*not found in the base model"):

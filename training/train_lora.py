@@ -167,9 +167,12 @@ def recipe_from_args(args: argparse.Namespace) -> LoraRecipe:
     for item in filter(None, (item.strip() for item in args.module_scales.split(","))):
         name, _, scale = item.partition("=")
         try:
-            scales[name.strip()] = float(scale)
+            value = float(scale)
         except ValueError:
-            raise ValueError(f"module_scales item {item!r} is not NAME=SCALE; expected e.g. emb_proj=0.25.") from None
+            value = None
+        if not name.strip() or value is None:
+            raise ValueError(f"module_scales item {item!r} is not NAME=SCALE; expected e.g. emb_proj=0.25.")
+        scales[name.strip()] = value
     return LoraRecipe(target_modules=names, module_scales=scales, **fields)
 
 
