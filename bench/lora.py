@@ -227,6 +227,7 @@ def run_case(args, style, k, digits, mnist, scorers, workdir) -> dict:
         if args.low_guidance
         else None
     )
+    plain = sample(pipe, everything, args.per_digit, args.steps, adapter_guidance_stop=0.0)
     pipe.unload_lora_weights()
     unloaded = sample(pipe, everything, args.per_digit, args.steps)
     wanted = torch.tensor(everything).repeat_interleave(args.per_digit)
@@ -258,8 +259,12 @@ def run_case(args, style, k, digits, mnist, scorers, workdir) -> dict:
         "base_in_style_shapes": share(base_shape_in_style),
         "unload_bitwise": bool(torch.equal(unloaded, base)),
     }
-    if low is not None:  # the same adapter sampled at a lower guidance scale, which leaves more of the style
-        for key, hits in zip(("digit_accuracy", "in_style", "in_style_shapes"), verdicts(low), strict=True):
+    keys = ("digit_accuracy", "in_style", "in_style_shapes")
+    # the same adapter with plain guidance (the adapter in both branches), and at a lower guidance scale
+    for key, hits in zip(keys, verdicts(plain), strict=True):
+        result[f"{key}_plain_guidance"] = share(hits)
+    if low is not None:
+        for key, hits in zip(keys, verdicts(low), strict=True):
             result[f"{key}_g{args.low_guidance}"] = share(hits)
     if len(digits) < 10:
         result["in_style_unseen_digits"] = share(in_style[~seen])

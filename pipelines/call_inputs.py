@@ -89,6 +89,7 @@ class MnistCallInputsMixin:
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
         num_input_images: int | None = None,
+        adapter_guidance_stop: float = 0.0,
     ) -> tuple[list[str] | None, list[int] | None, int]:
         r"""
         Validate every argument of a call before any compute (keyword arguments, as the call's own).
@@ -159,6 +160,7 @@ class MnistCallInputsMixin:
             ("guidance_scale", guidance_scale),
             ("guidance_start", guidance_start),
             ("guidance_stop", guidance_stop),
+            ("adapter_guidance_stop", adapter_guidance_stop),
         ):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ValueError(f"`{name}` is {value!r}; expected a finite number.")
@@ -168,6 +170,11 @@ class MnistCallInputsMixin:
             raise ValueError(
                 f"`guidance_start` is {guidance_start} and `guidance_stop` is {guidance_stop}; expected "
                 "0 <= guidance_start <= guidance_stop <= 1 (fractions of the denoising steps)."
+            )
+        if not 0.0 <= adapter_guidance_stop <= 1.0:
+            raise ValueError(
+                f"`adapter_guidance_stop` is {adapter_guidance_stop}; expected a fraction of the noise schedule in "
+                "[0, 1] (0: plain guidance with the LoRA adapters in both branches)."
             )
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"`num_images_per_prompt` is {num_images_per_prompt!r}; expected an int >= 1.")

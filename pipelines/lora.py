@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import safetensors
 import torch
@@ -164,3 +166,44 @@ class MnistLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
             for name, module in model.named_modules() if model is not None else ():
                 if (component, name) in backups and isinstance(module, BaseTunerLayer):
                     module.get_base_layer().weight.data.copy_(backups.pop((component, name)))
+
+    def unfused_lora_layers(self) -> list[BaseTunerLayer]:
+        r"""
+        The UNet's LoRA layers whose adapters change its output now: loaded, enabled and not fused into the weights
+        (an empty list without adapters, after `disable_lora` or after `fuse_lora`).
+        """
+        unet = getattr(self, "unet", None)
+        modules = unet.modules() if unet is not None else ()
+        return [
+            module
+            for module in modules
+            if isinstance(module, BaseTunerLayer)
+            and module.active_adapters
+            and not module.disable_adapters
+            and not module.merged
+        ]
+
+    @contextlib.contextmanager
+    def lora_layers_disabled(self, layers: list[BaseTunerLayer]) -> Iterator[None]:
+        r"""
+        Inside the block the adapters of `layers` do not act (as after `disable_lora`); afterwards they act again,
+        the `requires_grad` of every weight as it was. The denoising loop runs its adapter-guided unconditional
+        branch in this block.
+
+        Example:
+
+        ```py
+        >>> with pipe.lora_layers_disabled(pipe.unfused_lora_layers()):  # doctest: +SKIP
+        ...     base_prediction = pipe.unet(sample, timestep, class_labels=labels).sample
+        ```
+        """
+        requires_grad = [(weight, weight.requires_grad) for layer in layers for weight in layer.parameters()]
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
+            for weight, flag in requires_grad:
+                weight.requires_grad_(flag)

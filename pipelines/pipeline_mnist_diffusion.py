@@ -327,6 +327,7 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
         guidance_scale: float,
         guidance_start: float,
         guidance_stop: float,
+        adapter_guidance_stop: float,
         num_images_per_prompt: int,
         generator: torch.Generator | list[torch.Generator] | None,
         prompt_embeds: torch.Tensor | None,
@@ -367,6 +368,7 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
             guidance_scale=guidance_scale,
             guidance_start=guidance_start,
             guidance_stop=guidance_stop,
+            adapter_guidance_stop=adapter_guidance_stop,
             num_images_per_prompt=num_images_per_prompt,
             generator=generator,
             output_type=output_type,
@@ -437,6 +439,7 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
         generator: torch.Generator | list[torch.Generator] | None = None,
         guidance_start: float = 0.0,
         guidance_stop: float = 1.0,
+        adapter_guidance_stop: float = 0.0,
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         return_trajectory: bool = False,
@@ -448,7 +451,9 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
         The denoising loop shared by the text-to-image, image-to-image and inpainting pipelines.
 
         Runs one model evaluation per entry of `timesteps` (batched classifier-free guidance on the steps of the
-        guidance interval while `self.do_classifier_free_guidance`), then the scheduler's `step`, then
+        guidance interval while `self.do_classifier_free_guidance`; on the guided steps at noise levels above
+        `1 - adapter_guidance_stop` of the schedule, while LoRA adapters act on the UNet, the unconditional branch runs
+        as a second forward without them), then the scheduler's `step`, then
         `callback_on_step_end`; `self.interrupt` skips the remaining steps. `before_step(i, t, latents)` and
         `after_step(i, t, latents)` may replace the latents around each step (inpainting re-noises for resampling
         before a step and puts back the known pixels after it). `cross_attention_kwargs` go to the UNet as they are.
@@ -470,6 +475,12 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
         # unguided steps (outside the guidance interval, or after a callback turned guidance off) run only the
         # conditional half of the batch
         guided_steps = range(int(guidance_start * len(timesteps)), int(guidance_stop * len(timesteps)))
+        # adapter guidance: at high noise the unconditional branch is the base model's, so guidance also steers
+        # toward the adapters' shapes (see `__call__`)
+        lora_scale = (cross_attention_kwargs or {}).get("scale", 1.0)
+        adapter_guided = has_unconditional and adapter_guidance_stop > 0 and lora_scale != 0
+        lora_layers = self.unfused_lora_layers() if adapter_guided else []
+        adapter_guidance_from = (1.0 - adapter_guidance_stop) * self.scheduler.config.num_train_timesteps
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
@@ -480,7 +491,19 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
                 model_input = torch.cat([latents] * 2) if guided else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 inputs = conditioning if guided else conditional_only
-                noise_pred = self.unet(model_input, t, return_dict=False, **inputs, **unet_kwargs)[0]
+                if guided and lora_layers and float(t) >= adapter_guidance_from:
+                    unconditional_input, conditional_input = model_input.chunk(2)
+                    unconditional = {k: v.chunk(2)[0] if v is not None else None for k, v in conditioning.items()}
+                    with self.lora_layers_disabled(lora_layers):
+                        noise_pred_uncond = self.unet(
+                            unconditional_input, t, return_dict=False, **unconditional, **unet_kwargs
+                        )[0]
+                    noise_pred_cond = self.unet(
+                        conditional_input, t, return_dict=False, **conditional_only, **unet_kwargs
+                    )[0]
+                    noise_pred = torch.cat([noise_pred_uncond, noise_pred_cond])
+                else:
+                    noise_pred = self.unet(model_input, t, return_dict=False, **inputs, **unet_kwargs)[0]
                 if guided:
                     noise_pred_uncond, noise_pred_cond = noise_pred.chunk(2)
                     noise_pred = noise_pred_uncond + self.guidance_scale * (noise_pred_cond - noise_pred_uncond)
@@ -579,6 +602,7 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
         guidance_scale: float = 3.0,
         guidance_start: float = 0.0,
         guidance_stop: float = 1.0,
+        adapter_guidance_stop: float = 0.6,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -615,6 +639,12 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
                 Guidance runs on steps `int(guidance_start * n) <= i < int(guidance_stop * n)` of `n`, as with
                 diffusers' `ClassifierFreeGuidance(start=..., stop=...)`; the other steps run the conditional branch
                 alone, at half the cost.
+            adapter_guidance_stop (`float`, defaults to 0.6): While LoRA adapters act on the UNet (loaded, not
+                disabled, not fused): on the guided steps at the noisiest `adapter_guidance_stop` of the schedule
+                (timesteps `t >= (1 - adapter_guidance_stop) * num_train_timesteps`, where a digit's shape is
+                decided), the unconditional branch runs without the adapters, so guidance steers toward the
+                adapters' style as well as toward the class. 0 gives plain classifier-free guidance with the adapters
+                in both branches. Those steps run two forwards instead of one batched one. See docs/lora.md.
             num_images_per_prompt (`int`, defaults to 1): Images per prompt or label.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): One generator, or one per image
                 (then each image is the same as when generated alone with its generator).
@@ -661,6 +691,7 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
             guidance_scale=guidance_scale,
             guidance_start=guidance_start,
             guidance_stop=guidance_stop,
+            adapter_guidance_stop=adapter_guidance_stop,
             num_images_per_prompt=num_images_per_prompt,
             generator=generator,
             prompt_embeds=prompt_embeds,
@@ -685,6 +716,7 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
             generator=generator,
             guidance_start=guidance_start,
             guidance_stop=guidance_stop,
+            adapter_guidance_stop=adapter_guidance_stop,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=tensor_inputs,
             return_trajectory=return_trajectory,

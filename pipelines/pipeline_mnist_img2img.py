@@ -102,6 +102,7 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
         guidance_scale: float = 3.0,
         guidance_start: float = 0.0,
         guidance_stop: float = 1.0,
+        adapter_guidance_stop: float = 0.6,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         invert: bool | None = None,
@@ -132,8 +133,8 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
             class_labels (`int`, `str` or a list of them, *optional*): Class ids or names (see
                 [`MnistDiffusionPipeline.__call__`]). Without prompt and labels the image is denoised unconditionally.
             negative_prompt, num_inference_steps, guidance_scale, guidance_start, guidance_stop,
-            num_images_per_prompt, generator, prompt_embeds, negative_prompt_embeds, prompt_attention_mask,
-            negative_prompt_attention_mask, output_type, return_dict, callback_on_step_end,
+            adapter_guidance_stop, num_images_per_prompt, generator, prompt_embeds, negative_prompt_embeds,
+            prompt_attention_mask, negative_prompt_attention_mask, output_type, return_dict, callback_on_step_end,
             callback_on_step_end_tensor_inputs, return_trajectory, cross_attention_kwargs: As in
                 [`MnistDiffusionPipeline.__call__`].
             invert (`bool`, *optional*): `True` for dark ink on light paper, `False` for white on black; detected
@@ -158,6 +159,7 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
             guidance_scale=guidance_scale,
             guidance_start=guidance_start,
             guidance_stop=guidance_stop,
+            adapter_guidance_stop=adapter_guidance_stop,
             num_images_per_prompt=num_images_per_prompt,
             generator=generator,
             prompt_embeds=prompt_embeds,
@@ -183,6 +185,7 @@ class MnistImg2ImgPipeline(MnistDiffusionPipeline):
             generator=generator,
             guidance_start=guidance_start,
             guidance_stop=guidance_stop,
+            adapter_guidance_stop=adapter_guidance_stop,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=tensor_inputs,
             return_trajectory=return_trajectory,

@@ -176,6 +176,7 @@ class MnistInpaintPipeline(MnistImg2ImgPipeline):
         guidance_scale: float = 3.0,
         guidance_start: float = 0.0,
         guidance_stop: float = 1.0,
+        adapter_guidance_stop: float = 0.6,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         invert: bool | None = None,
@@ -207,10 +208,10 @@ class MnistInpaintPipeline(MnistImg2ImgPipeline):
             jump_length (`int`, defaults to 5): Steps between resampling jumps, and how far each jump goes back.
             jump_n_sample (`int`, defaults to 2): How often each stretch of `jump_length` steps is denoised; 1 turns
                 resampling off (then any scheduler works). The model runs about `jump_n_sample` times per step.
-            negative_prompt, guidance_scale, guidance_start, guidance_stop, num_images_per_prompt, generator,
-            invert, prompt_embeds, negative_prompt_embeds, prompt_attention_mask, negative_prompt_attention_mask,
-            output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs, return_trajectory,
-            cross_attention_kwargs:
+            negative_prompt, guidance_scale, guidance_start, guidance_stop, adapter_guidance_stop,
+            num_images_per_prompt, generator, invert, prompt_embeds, negative_prompt_embeds, prompt_attention_mask,
+            negative_prompt_attention_mask, output_type, return_dict, callback_on_step_end,
+            callback_on_step_end_tensor_inputs, return_trajectory, cross_attention_kwargs:
                 As in [`MnistImg2ImgPipeline.__call__`]; the guidance interval and `pipe.num_timesteps` count the
                 steps with the resampled ones.
 
@@ -234,6 +235,7 @@ class MnistInpaintPipeline(MnistImg2ImgPipeline):
             guidance_scale=guidance_scale,
             guidance_start=guidance_start,
             guidance_stop=guidance_stop,
+            adapter_guidance_stop=adapter_guidance_stop,
             num_images_per_prompt=num_images_per_prompt,
             generator=generator,
             prompt_embeds=prompt_embeds,
@@ -262,6 +264,7 @@ class MnistInpaintPipeline(MnistImg2ImgPipeline):
             generator=generator,
             guidance_start=guidance_start,
             guidance_stop=guidance_stop,
+            adapter_guidance_stop=adapter_guidance_stop,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=tensor_inputs,
             return_trajectory=return_trajectory,

@@ -122,12 +122,74 @@ def test_pipeline_loads_adapters_in_diffusers_layout(adapters):
     pipe.disable_lora()
     np.testing.assert_array_equal(generate(pipe), base)
     pipe.enable_lora()
+    np.testing.assert_array_equal(generate(pipe), blended)  # the blend weights survive adapter guidance
+    plainly_guided = generate(pipe, adapter_guidance_stop=0.0)
     pipe.fuse_lora(adapter_names=["dots", "blur"])
-    np.testing.assert_allclose(generate(pipe), blended, atol=1e-4)
+    # fused adapters are part of the weights: no base model is left to guide from, so guidance is plain
+    np.testing.assert_allclose(generate(pipe), plainly_guided, atol=1e-4)
+    np.testing.assert_array_equal(generate(pipe, adapter_guidance_stop=1.0), generate(pipe))
     pipe.unfuse_lora()
     pipe.unload_lora_weights()
     assert not has_lora_layers(pipe.unet)
     np.testing.assert_array_equal(generate(pipe), base)
+
+
+def test_adapter_guidance_takes_the_unconditional_branch_from_the_base(adapters):
+    folder, _, _ = adapters
+    pipe = make_tiny_pipeline()
+    pipe.load_lora_weights(folder / "dots")
+    requires_grad = [weight.requires_grad for weight in pipe.unet.parameters()]
+    latents = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+
+    def noise_prediction(guidance_scale: float, class_labels: list[int] | None, **kwargs) -> torch.Tensor:
+        """The (guided) noise prediction of a one-step call from `latents`, as its callback sees it."""
+        seen = {}
+
+        def keep(pipe, step, timestep, tensors):
+            seen.update(tensors)
+            return tensors
+
+        pipe(  # the empty prompt and no label: the unconditional branch's conditioning
+            prompt=None if class_labels else "",
+            class_labels=class_labels,
+            num_images_per_prompt=1 if class_labels else 2,
+            num_inference_steps=1,
+            guidance_scale=guidance_scale,
+            latents=latents,
+            output_type="latent",
+            callback_on_step_end=keep,
+            callback_on_step_end_tensor_inputs=["noise_pred"],
+            **kwargs,
+        )
+        return seen["noise_pred"]
+
+    conditional = noise_prediction(1.0, [1, 2])
+    unconditional = noise_prediction(1.0, None)
+    pipe.disable_lora()
+    base_unconditional = noise_prediction(1.0, None)
+    pipe.enable_lora()
+    assert not torch.allclose(unconditional, base_unconditional)
+    # the one step runs at the top of the schedule, so any `adapter_guidance_stop` > 0 guides from the base
+    for stop, guided_from in ((0.5, base_unconditional), (1.0, base_unconditional), (0.0, unconditional)):
+        expected = guided_from + 2.0 * (conditional - guided_from)
+        torch.testing.assert_close(noise_prediction(2.0, [1, 2], adapter_guidance_stop=stop), expected)
+    assert [weight.requires_grad for weight in pipe.unet.parameters()] == requires_grad
+    assert pipe.unfused_lora_layers()
+
+    # 4 steps of 1000 timesteps, a stop of 0.5: the two steps at t >= 500 run the branches apart (two
+    # forwards of 2 images; the first without the adapters), the other two batched (one forward of 4)
+    forwards = []
+
+    def record(unet, args, kwargs):
+        forwards.append((args[0].shape[0], bool(pipe.unfused_lora_layers())))
+
+    hook = pipe.unet.register_forward_pre_hook(record, with_kwargs=True)
+    pipe(class_labels=[1, 2], num_inference_steps=4, output_type="latent", adapter_guidance_stop=0.5)
+    hook.remove()
+    assert pipe.scheduler.timesteps.tolist() == [999, 749, 499, 249]
+    assert forwards == [(2, False), (2, True), (2, False), (2, True), (4, True), (4, True)]
+    with pytest.raises(ValueError, match="`adapter_guidance_stop` is 1.5; expected a fraction"):
+        generate(pipe, adapter_guidance_stop=1.5)
 
 
 def test_image_pipelines_share_the_adapters_and_the_scale(adapters):
@@ -217,6 +279,8 @@ def test_generate_command_blends_adapters(adapters, tmp_path, capsys):
     assert dots != base
     assert grid("--lora", str(folder / "dots"), "--lora-scale", "0") == base
     assert grid("--lora", str(folder / "dots"), "--lora-scale", "1") == dots
+    assert grid("--lora", str(folder / "dots"), "--adapter-guidance-stop", "0.6") == dots
+    assert grid("--lora", str(folder / "dots"), "--adapter-guidance-stop", "0") not in (base, dots)
     blended = grid("--lora", str(folder / "dots"), "--lora", str(folder / "blur"), "--lora-scale", "0.5")
     assert blended not in (base, dots)
     capsys.readouterr()
@@ -225,3 +289,8 @@ def test_generate_command_blends_adapters(adapters, tmp_path, capsys):
     assert "Got 3 LoRA scales for 1 adapters" in capsys.readouterr().err
     assert main(["generate", "--class-label", "1", "--model", str(model), "--lora-scale", "0.5"]) == 2
     assert "pass --lora DIR_OR_REPO too" in capsys.readouterr().err
+    assert main(["generate", "--class-label", "1", "--model", str(model), "--adapter-guidance-stop", "0"]) == 2
+    assert "--adapter-guidance-stop applies to LoRA adapters" in capsys.readouterr().err
+    options = ["--lora", str(folder / "dots"), "--adapter-guidance-stop", "2"]
+    assert main(["generate", "--class-label", "1", "--model", str(model), *options]) == 2
+    assert "`adapter_guidance_stop` is 2.0; expected a fraction" in capsys.readouterr().err

@@ -66,11 +66,12 @@ def generate(args: argparse.Namespace) -> Path:
     output = check_image_output("-o/--output", args.output)
     check_model_flags(args)
     pipe, _, steps, guidance_scale = open_sampling_model(args)
-    if args.lora or args.lora_scale:
+    if args.lora or args.lora_scale or args.adapter_guidance_stop is not None:
         from ..lora_hub import load_lora_adapters
 
         if not args.lora:
-            raise ValueError("--lora-scale applies to LoRA adapters; pass --lora DIR_OR_REPO too.")
+            flag = "--lora-scale" if args.lora_scale else "--adapter-guidance-stop"
+            raise ValueError(f"{flag} applies to LoRA adapters; pass --lora DIR_OR_REPO too.")
         load_lora_adapters(pipe, args.lora, args.lora_scale)
     sampling = {
         "prompt": args.prompt,
@@ -80,6 +81,8 @@ def generate(args: argparse.Namespace) -> Path:
         "guidance_start": args.guidance_start,
         "guidance_stop": args.guidance_stop,
     }
+    if args.adapter_guidance_stop is not None:
+        sampling["adapter_guidance_stop"] = args.adapter_guidance_stop
     cols = math.ceil(math.sqrt(num_images))
     rows = math.ceil(num_images / cols)
     if args.best_of is None:
@@ -164,6 +167,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="append",
         metavar="S",
         help="Weight of the --lora adapters (default 1.0): once for all, or once per --lora in the same order.",
+    )
+    gen.add_argument(
+        "--adapter-guidance-stop",
+        type=finite_float,
+        metavar="F",
+        help="With --lora: guide from the base model (adapters off in the unconditional branch) at noise levels "
+        "above 1 - F of the schedule (the pipeline's adapter_guidance_stop, default 0.6); 0 guides plainly.",
     )
     gen.add_argument("--seed", type=seed_number, default=0, help="Image i uses seed + i (default 0).")
     gen.add_argument(
