@@ -16,8 +16,9 @@ class MnistCallInputsMixin:
     The input side of [`MnistDiffusionPipeline`] and the pipelines built on it: [`~MnistCallInputsMixin.check_inputs`]
     validates a call before any compute, [`~MnistCallInputsMixin.resolve_class_labels`] turns names into class ids,
     [`~MnistCallInputsMixin.encode_prompt`] runs the text encoder and
-    [`~MnistCallInputsMixin.encode_conditioning`] builds the UNet's keyword arguments for batched guidance. It reads
-    the pipeline's `unet`, `text_encoder`, `tokenizer`, `scheduler` and `config.id2label`.
+    [`~MnistCallInputsMixin.encode_conditioning`] builds the UNet's keyword arguments for batched guidance (and
+    `_replace_prompt_embeds` swaps in the embeddings a step callback returns). It reads the pipeline's `unet`,
+    `text_encoder`, `tokenizer`, `scheduler` and `config.id2label`.
     """
 
     @property
@@ -388,3 +389,26 @@ class MnistCallInputsMixin:
             conditioning["encoder_hidden_states"] = torch.cat([negative_embeds, embeds]) if guidance else embeds
             conditioning["encoder_attention_mask"] = torch.cat([negative_mask, mask]) if guidance else mask
         return conditioning
+
+    @staticmethod
+    def _replace_prompt_embeds(
+        conditioning: dict, conditional_only: dict, embeds: torch.Tensor, batch_size: int
+    ) -> tuple[dict, dict]:
+        """The UNet inputs after a callback returned new `prompt_embeds` (guided batch, conditional batch or one)."""
+        guided_batch = conditioning["encoder_hidden_states"].shape[0]
+        if embeds.shape[0] == guided_batch:
+            conditional_only = {**conditional_only, "encoder_hidden_states": embeds.chunk(2)[1]}
+            return {**conditioning, "encoder_hidden_states": embeds}, conditional_only
+        if embeds.shape[0] not in (batch_size, 1):
+            raise ValueError(
+                f"`callback_on_step_end` returned `prompt_embeds` with {embeds.shape[0]} rows; expected "
+                f"{guided_batch} (both guidance branches), {batch_size} (the conditional branch) or 1."
+            )
+        embeds = embeds.expand(batch_size, *embeds.shape[1:])
+        conditional_only = {**conditional_only, "encoder_hidden_states": embeds}
+        if guided_batch == 2 * batch_size:
+            unconditional = conditioning["encoder_hidden_states"].chunk(2)[0]
+            conditioning = {**conditioning, "encoder_hidden_states": torch.cat([unconditional, embeds])}
+        else:
+            conditioning = conditional_only
+        return conditioning, conditional_only

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import safetensors
 import torch
@@ -167,12 +168,15 @@ class MnistLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
                 if (component, name) in backups and isinstance(module, BaseTunerLayer):
                     module.get_base_layer().weight.data.copy_(backups.pop((component, name)))
 
-    def unfused_lora_layers(self) -> list[BaseTunerLayer]:
+    def unfused_lora_layers(self, cross_attention_kwargs: dict[str, Any] | None = None) -> list[BaseTunerLayer]:
         r"""
-        The UNet's LoRA layers whose adapters change its output now: loaded, enabled and not fused into the weights
-        (an empty list without adapters, after `disable_lora` or after `fuse_lora`).
+        The UNet's LoRA layers whose adapters change its output in a call with `cross_attention_kwargs`: loaded,
+        enabled and not fused into the weights (an empty list without adapters, after `disable_lora`, after
+        `fuse_lora`, or at `{"scale": 0}`).
         """
         unet = getattr(self, "unet", None)
+        if (cross_attention_kwargs or {}).get("scale", 1.0) == 0:
+            return []
         modules = unet.modules() if unet is not None else ()
         return [
             module
@@ -182,6 +186,27 @@ class MnistLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
             and not module.disable_adapters
             and not module.merged
         ]
+
+    def predict_without_lora_unconditionally(
+        self,
+        layers: list[BaseTunerLayer],
+        model_input: torch.Tensor,
+        timestep: torch.Tensor,
+        conditioning: dict[str, torch.Tensor | None],
+        conditional_only: dict[str, torch.Tensor | None],
+        unet_kwargs: dict[str, Any],
+    ) -> torch.Tensor:
+        r"""
+        The UNet's prediction for a batch of both guidance branches (unconditional half first, `conditioning` the
+        keyword arguments of both, `conditional_only` those of the second half) with the unconditional half run
+        without the adapters of `layers`: adapter guidance (the pipelines' `adapter_guidance_stop`).
+        """
+        unconditional_input, conditional_input = model_input.chunk(2)
+        unconditional = {k: v.chunk(2)[0] if v is not None else None for k, v in conditioning.items()}
+        with self.lora_layers_disabled(layers):
+            base = self.unet(unconditional_input, timestep, return_dict=False, **unconditional, **unet_kwargs)[0]
+        adapted = self.unet(conditional_input, timestep, return_dict=False, **conditional_only, **unet_kwargs)[0]
+        return torch.cat([base, adapted])
 
     @contextlib.contextmanager
     def lora_layers_disabled(self, layers: list[BaseTunerLayer]) -> Iterator[None]:

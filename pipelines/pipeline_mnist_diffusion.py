@@ -477,9 +477,7 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
         guided_steps = range(int(guidance_start * len(timesteps)), int(guidance_stop * len(timesteps)))
         # adapter guidance: at high noise the unconditional branch is the base model's, so guidance also steers
         # toward the adapters' shapes (see `__call__`)
-        lora_scale = (cross_attention_kwargs or {}).get("scale", 1.0)
-        adapter_guided = has_unconditional and adapter_guidance_stop > 0 and lora_scale != 0
-        lora_layers = self.unfused_lora_layers() if adapter_guided else []
+        lora_layers = self.unfused_lora_layers(cross_attention_kwargs) if has_unconditional else []
         adapter_guidance_from = (1.0 - adapter_guidance_stop) * self.scheduler.config.num_train_timesteps
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
@@ -491,17 +489,10 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
                 model_input = torch.cat([latents] * 2) if guided else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 inputs = conditioning if guided else conditional_only
-                if guided and lora_layers and float(t) >= adapter_guidance_from:
-                    unconditional_input, conditional_input = model_input.chunk(2)
-                    unconditional = {k: v.chunk(2)[0] if v is not None else None for k, v in conditioning.items()}
-                    with self.lora_layers_disabled(lora_layers):
-                        noise_pred_uncond = self.unet(
-                            unconditional_input, t, return_dict=False, **unconditional, **unet_kwargs
-                        )[0]
-                    noise_pred_cond = self.unet(
-                        conditional_input, t, return_dict=False, **conditional_only, **unet_kwargs
-                    )[0]
-                    noise_pred = torch.cat([noise_pred_uncond, noise_pred_cond])
+                if guided and adapter_guidance_stop > 0 and lora_layers and float(t) >= adapter_guidance_from:
+                    noise_pred = self.predict_without_lora_unconditionally(
+                        lora_layers, model_input, t, conditioning, conditional_only, unet_kwargs
+                    )
                 else:
                     noise_pred = self.unet(model_input, t, return_dict=False, **inputs, **unet_kwargs)[0]
                 if guided:
@@ -546,29 +537,6 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
                 else torch.empty(0, *latents.shape),
             )
         return latents, trajectory
-
-    @staticmethod
-    def _replace_prompt_embeds(
-        conditioning: dict, conditional_only: dict, embeds: torch.Tensor, batch_size: int
-    ) -> tuple[dict, dict]:
-        """The UNet inputs after a callback returned new `prompt_embeds` (guided batch, conditional batch or one)."""
-        guided_batch = conditioning["encoder_hidden_states"].shape[0]
-        if embeds.shape[0] == guided_batch:
-            conditional_only = {**conditional_only, "encoder_hidden_states": embeds.chunk(2)[1]}
-            return {**conditioning, "encoder_hidden_states": embeds}, conditional_only
-        if embeds.shape[0] not in (batch_size, 1):
-            raise ValueError(
-                f"`callback_on_step_end` returned `prompt_embeds` with {embeds.shape[0]} rows; expected "
-                f"{guided_batch} (both guidance branches), {batch_size} (the conditional branch) or 1."
-            )
-        embeds = embeds.expand(batch_size, *embeds.shape[1:])
-        conditional_only = {**conditional_only, "encoder_hidden_states": embeds}
-        if guided_batch == 2 * batch_size:
-            unconditional = conditioning["encoder_hidden_states"].chunk(2)[0]
-            conditioning = {**conditioning, "encoder_hidden_states": torch.cat([unconditional, embeds])}
-        else:
-            conditioning = conditional_only
-        return conditioning, conditional_only
 
     def postprocess(
         self,
@@ -639,12 +607,10 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
                 Guidance runs on steps `int(guidance_start * n) <= i < int(guidance_stop * n)` of `n`, as with
                 diffusers' `ClassifierFreeGuidance(start=..., stop=...)`; the other steps run the conditional branch
                 alone, at half the cost.
-            adapter_guidance_stop (`float`, defaults to 0.6): While LoRA adapters act on the UNet (loaded, not
-                disabled, not fused): on the guided steps at the noisiest `adapter_guidance_stop` of the schedule
-                (timesteps `t >= (1 - adapter_guidance_stop) * num_train_timesteps`, where a digit's shape is
-                decided), the unconditional branch runs without the adapters, so guidance steers toward the
-                adapters' style as well as toward the class. 0 gives plain classifier-free guidance with the adapters
-                in both branches. Those steps run two forwards instead of one batched one. See docs/lora.md.
+            adapter_guidance_stop (`float`, defaults to 0.6): While LoRA adapters act on the UNet, the guided steps
+                at timesteps `t >= (1 - adapter_guidance_stop) * num_train_timesteps` (where a digit's shape is
+                decided) run the unconditional branch without them, so guidance also steers toward their style; 0
+                gives plain guidance with the adapters in both branches (docs/lora.md, "Adapter guidance").
             num_images_per_prompt (`int`, defaults to 1): Images per prompt or label.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): One generator, or one per image
                 (then each image is the same as when generated alone with its generator).
