@@ -1,4 +1,4 @@
-"""diffusers' LoRA loader API for the mnist-diffusion pipelines, with adapters checked against the model first."""
+"""diffusers' LoRA loader API for the pipelines, adapters checked against the model first; adapter guidance."""
 
 from __future__ import annotations
 
