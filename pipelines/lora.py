@@ -26,7 +26,9 @@ class MnistLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
     Before loading, every weight of an adapter is checked against this pipeline's modules, so a file that is not an
     adapter, or an adapter trained for a base model with other shapes, fails with one clear error and leaves the
     pipeline unchanged. The adapters' weight in a single call is `cross_attention_kwargs={"scale": s}`. `unfuse_lora`
-    restores the fused weights bit for bit (diffusers subtracts the adapters again, which rounds).
+    restores the fused weights bit for bit (diffusers subtracts the adapters again, which rounds). While adapters act,
+    the pipelines guide from the base model on the noisiest steps (`adapter_guidance_stop`):
+    [`~MnistLoraLoaderMixin.predict_without_lora_unconditionally`] runs that unconditional branch without them.
 
     Example:
 
