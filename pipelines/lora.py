@@ -175,6 +175,14 @@ class MnistLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
         The UNet's LoRA layers whose adapters change its output in a call with `cross_attention_kwargs`: loaded,
         enabled and not fused into the weights (an empty list without adapters, after `disable_lora`, after
         `fuse_lora`, or at `{"scale": 0}`).
+
+        Example:
+
+        ```py
+        >>> pipe.load_lora_weights("my-handwriting")  # doctest: +SKIP
+        >>> bool(pipe.unfused_lora_layers()), bool(pipe.unfused_lora_layers({"scale": 0.0}))  # doctest: +SKIP
+        (True, False)
+        ```
         """
         unet = getattr(self, "unet", None)
         if (cross_attention_kwargs or {}).get("scale", 1.0) == 0:
@@ -202,6 +210,15 @@ class MnistLoraLoaderMixin(StableDiffusionLoraLoaderMixin):
         The UNet's prediction for a batch of both guidance branches (unconditional half first, `conditioning` the
         keyword arguments of both, `conditional_only` those of the second half) with the unconditional half run
         without the adapters of `layers`: adapter guidance (the pipelines' `adapter_guidance_stop`).
+
+        Example:
+
+        ```py
+        >>> both = pipe.predict_without_lora_unconditionally(  # doctest: +SKIP
+        ...     pipe.unfused_lora_layers(), torch.cat([latents] * 2), t, conditioning, conditional_only, {}
+        ... )
+        >>> base_unconditional, adapted_conditional = both.chunk(2)  # doctest: +SKIP
+        ```
         """
         unconditional_input, conditional_input = model_input.chunk(2)
         unconditional = {k: v.chunk(2)[0] if v is not None else None for k, v in conditioning.items()}

@@ -174,7 +174,13 @@ def test_adapter_guidance_takes_the_unconditional_branch_from_the_base(adapters)
         expected = guided_from + 2.0 * (conditional - guided_from)
         torch.testing.assert_close(noise_prediction(2.0, [1, 2], adapter_guidance_stop=stop), expected)
     assert [weight.requires_grad for weight in pipe.unet.parameters()] == requires_grad
-    assert pipe.unfused_lora_layers()
+    layers = pipe.unfused_lora_layers()
+    assert layers and not pipe.unfused_lora_layers({"scale": 0.0})
+    with pytest.raises(RuntimeError, match="stopped"), pipe.lora_layers_disabled(layers):  # an error inside the block
+        assert not pipe.unfused_lora_layers()
+        raise RuntimeError("stopped")
+    assert pipe.unfused_lora_layers() == layers
+    assert [weight.requires_grad for weight in pipe.unet.parameters()] == requires_grad
 
     # 4 steps of 1000 timesteps, a stop of 0.5: the two steps at t >= 500 run the branches apart (two
     # forwards of 2 images; the first without the adapters), the other two batched (one forward of 4)
