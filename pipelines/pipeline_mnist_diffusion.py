@@ -477,7 +477,8 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
         guided_steps = range(int(guidance_start * len(timesteps)), int(guidance_stop * len(timesteps)))
         # adapter guidance: at high noise the unconditional branch is the base model's, so guidance also steers
         # toward the adapters' shapes (see `__call__`)
-        lora_layers = self.unfused_lora_layers(cross_attention_kwargs) if has_unconditional else []
+        adapter_guided = has_unconditional and adapter_guidance_stop > 0
+        lora_layers = self.unfused_lora_layers(cross_attention_kwargs) if adapter_guided else []
         adapter_guidance_from = (1.0 - adapter_guidance_stop) * self.scheduler.config.num_train_timesteps
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
@@ -489,7 +490,7 @@ class MnistDiffusionPipeline(DiffusionPipeline, MnistCallInputsMixin, MnistLoraL
                 model_input = torch.cat([latents] * 2) if guided else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 inputs = conditioning if guided else conditional_only
-                if guided and adapter_guidance_stop > 0 and lora_layers and float(t) >= adapter_guidance_from:
+                if guided and lora_layers and float(t) >= adapter_guidance_from:
                     noise_pred = self.predict_without_lora_unconditionally(
                         lora_layers, model_input, t, conditioning, conditional_only, unet_kwargs
                     )
